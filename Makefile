@@ -1,0 +1,60 @@
+# reproq — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell scripts/find-python)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := postgresql-15 postgresql-15-cron postgresql-15-plpgsql-check
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: sysdeps
+sysdeps: ## install PostgreSQL 15, pg_cron and plpgsql_check from Debian when missing (as root)
+	@missing=""; for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run make as root, or apt-get install them)"; exit 1; fi; \
+	    echo "installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "no Python >= 3.12 found (see scripts/find-python)"; exit 1; }
+	@[ -x $(BIN)/python ] && $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 12))' \
+	    || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+.PHONY: install
+install: sysdeps $(STAMP) ## create .venv with reproq and its test dependencies
+
+.PHONY: lint
+lint: install ## lint the SQL with sqlfluff
+	$(BIN)/sqlfluff lint sql/
+
+.PHONY: test
+test: lint ## install everything, lint SQL, run the whole test suite against a real PostgreSQL
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: demo
+demo: install ## run the main job end to end on an embedded PostgreSQL under .reproq/
+	$(BIN)/python -m examples.demo
+
+.PHONY: bench
+bench: install ## run the benchmark suite (own PostgreSQL, durable settings) and print a table
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+.PHONY: schema
+schema: install ## regenerate sql/schema.sql from the migrations
+	$(BIN)/python -m reproq_runner dump-schema > sql/schema.sql
+
+.PHONY: clean
+clean: ## stop the demo cluster and remove .reproq/ and .venv/
+	-[ -x $(BIN)/python ] && $(BIN)/python -m examples.demo --stop
+	rm -rf .reproq $(VENV)

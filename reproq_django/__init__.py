@@ -1,0 +1,1 @@
+"""reproq for Django: a django.tasks backend whose queue is PostgreSQL."""

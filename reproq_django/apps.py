@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class ReproqConfig(AppConfig):
+    name = "reproq_django"
+    label = "reproq_django"
+    verbose_name = "reproq"
+    default_auto_field = "django.db.models.BigAutoField"

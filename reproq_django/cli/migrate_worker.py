@@ -1,0 +1,21 @@
+"""Apply reproq's SQL migrations to a queue database (same applier as `manage.py migrate`)."""
+
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+
+from reproq_runner.migrate import apply_migrations
+
+
+def add_arguments(parser):
+    parser.add_argument("--database", default=DEFAULT_DB_ALIAS,
+                        help="Django database alias of the queue database (default: %(default)s)")
+
+
+def handle(command, *, database, verbosity=1, **_options):
+    with transaction.atomic(using=database), connections[database].cursor() as cursor:
+        applied = apply_migrations(cursor)
+    if verbosity:
+        if applied:
+            for migration in applied:
+                command.stdout.write(f"applied {migration.path.name}")
+        else:
+            command.stdout.write("reproq schema is up to date")

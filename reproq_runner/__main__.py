@@ -1,0 +1,3 @@
+from reproq_runner.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""The one schema applier: applies ``sql/migrations/NNNN_name.sql`` files in order.
+
+Django-free. ``python -m reproq_runner migrate``, ``manage.py reproq migrate-worker`` and the
+Django migrations of ``reproq_django`` all call :func:`apply_migrations`, so any order of them on
+any database converges on the same schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from reproq_runner import queries
+from reproq_runner.errors import MigrationChecksumMismatch, SchemaError, SchemaOutdated
+
+_FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+def sql_dir() -> Path:
+    """The SQL folder: packaged inside the wheel, or ``sql/`` of a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "sql", here.parent / "sql"):
+        if (candidate / "migrations").is_dir():
+            return candidate
+    raise SchemaError(f"reproq's SQL files are missing (looked in {here / 'sql'} and "
+                      f"{here.parent / 'sql'})")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+@cache
+def available_migrations() -> tuple[Migration, ...]:
+    migrations = []
+    for path in sorted((sql_dir() / "migrations").glob("*.sql")):
+        match = _FILE_NAME.match(path.name)
+        if not match:
+            raise SchemaError(f"{path.name}: migration files are named NNNN_lower_snake.sql")
+        migrations.append(Migration(int(match[1]), match[2], path))
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise SchemaError(f"migration versions must run 1, 2, 3… without gaps; found {versions}")
+    return tuple(migrations)
+
+
+def required_version() -> int:
+    """The schema version this code needs: its newest migration."""
+    return available_migrations()[-1].version
+
+
+def _check_checksums(applied: list[queries.AppliedMigration]) -> None:
+    shipped = {m.version: m for m in available_migrations()}
+    for record in applied:
+        migration = shipped.get(record.version)
+        if migration and migration.checksum != record.checksum:
+            raise MigrationChecksumMismatch(
+                f"sql/migrations/{migration.path.name} differs from the copy applied to this "
+                f"database (recorded checksum {record.checksum[:12]}…, file "
+                f"{migration.checksum[:12]}…). Applied migrations must never be edited: "
+                "restore the file and put the change in a new numbered migration."
+            )
+
+
+def apply_migrations(cursor, up_to: int | None = None) -> list[Migration]:
+    """Apply pending migrations (through version ``up_to``) inside the caller's transaction.
+
+    Holds a transaction-scoped advisory lock, so concurrent appliers queue up and the later
+    ones find nothing to do. Returns the migrations applied by this call.
+    """
+    queries.lock_migrations(cursor)
+    queries.ensure_migration_table(cursor)
+    applied = queries.applied_migrations(cursor)
+    _check_checksums(applied)
+    done = {record.version for record in applied}
+    pending = [m for m in available_migrations()
+               if m.version not in done and (up_to is None or m.version <= up_to)]
+    for migration in pending:
+        queries.run_script(cursor, migration.sql)
+        queries.record_migration(cursor, migration.version, migration.name, migration.checksum)
+    return pending
+
+
+def migrate_dsn(dsn: str, up_to: int | None = None) -> list[Migration]:
+    """Apply pending migrations to the database at ``dsn`` in one transaction."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn, conn.cursor() as cursor:
+        return apply_migrations(cursor, up_to)
+
+
+def check_schema(cursor) -> None:
+    """Raise unless the database has every migration this code needs, unedited."""
+    applied = queries.applied_migrations(cursor)
+    _check_checksums(applied)
+    missing = sorted({m.version for m in available_migrations()}
+                     - {record.version for record in applied})
+    if missing:
+        raise SchemaOutdated(
+            f"the reproq schema is at version {max((r.version for r in applied), default=0)} "
+            f"but this code needs {required_version()} (missing {missing}). Run "
+            "`python -m reproq_runner migrate --dsn ...` or `python manage.py reproq "
+            "migrate-worker` (or `python manage.py migrate`)."
+        )

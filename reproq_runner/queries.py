@@ -1,0 +1,414 @@
+"""Every SQL statement reproq's Python code sends, one typed function per SQL function.
+
+Each function takes any DB-API cursor (psycopg 3, or Django's cursor so that enqueue joins the
+caller's transaction) and returns frozen dataclasses built by column name. Database errors with
+a reproq SQLSTATE come out as the named exceptions of ``reproq_runner.errors``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, TypeVar
+
+from reproq_runner.errors import InvalidSpec, translate
+
+NOTIFY_CHANNEL = "reproq"
+MIGRATION_LOCK_KEY = 0x72657072  # "repr": one advisory lock for every schema applier
+
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------
+# Row types
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    position: int
+    result_id: int
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    result_id: int
+    task_path: str
+    spec_json: dict
+    queue_name: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    timeout_seconds: int
+    lease_token: uuid.UUID
+    leased_until: datetime
+    metadata_json: dict
+    enqueued_at: datetime
+    started_at: datetime
+
+    @property
+    def args(self) -> list:
+        return self.spec_json["args"]
+
+    @property
+    def kwargs(self) -> dict:
+        return self.spec_json["kwargs"]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRun:
+    result_id: int
+    queue_name: str
+    priority: int
+    run_after: datetime
+    task_path: str
+    spec_json: dict
+    status: str
+    attempts: int
+    max_attempts: int
+    timeout_seconds: int
+    lock_key: str | None
+    concurrency_key: str | None
+    concurrency_limit: int | None
+    worker_ids: list[str]
+    return_json: Any
+    errors_json: list[dict]
+    metadata_json: dict
+    leased_by: str | None
+    leased_until: datetime | None
+    lease_token: uuid.UUID | None
+    cancel_requested: bool
+    expires_at: datetime | None
+    logs_uri: str | None
+    enqueued_at: datetime
+    started_at: datetime | None
+    last_attempted_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedMigration:
+    version: int
+    name: str
+    checksum: str
+
+
+_TASK_RUN_COLUMNS = ", ".join(f.name for f in fields(TaskRun))
+_JSON_FIELDS = {"spec_json", "return_json", "errors_json", "metadata_json"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Plumbing
+
+
+def dumps_json(value: Any) -> str:
+    """JSON text PostgreSQL's jsonb accepts; NaN, Infinity and NUL characters are refused."""
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidSpec(f"value is not storable as JSON: {exc}") from exc
+    if _NUL_ESCAPE.search(text):
+        raise InvalidSpec("value is not storable as JSON: strings may not contain NUL (\\x00)")
+    return text
+
+
+def _loads_if_text(value: Any) -> Any:
+    # Django's psycopg backend loads jsonb as text; plain psycopg loads it as Python objects.
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _rows(cursor, cls: type[T]) -> list[T]:
+    names = [column[0] for column in cursor.description]
+    json_names = _JSON_FIELDS.intersection(names)
+    rows = []
+    for values in cursor.fetchall():
+        record = dict(zip(names, values))
+        for name in json_names:
+            record[name] = _loads_if_text(record[name])
+        rows.append(cls(**record))
+    return rows
+
+
+@contextlib.contextmanager
+def _translated_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        translated = translate(exc)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
+def _execute(cursor, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
+    with _translated_errors():
+        cursor.execute(sql, params)
+
+
+def _scalar(cursor, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
+    _execute(cursor, sql, params)
+    row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _column(cursor, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+    _execute(cursor, sql, params)
+    return [row[0] for row in cursor.fetchall()]
+
+
+def _spec(args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {"args": list(args), "kwargs": dict(kwargs)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Enqueue
+
+
+def task_item(task_path: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
+              **options: Any) -> dict[str, Any]:
+    """One task object for :func:`enqueue_many`; ``options`` are its optional fields
+    (queue_name, priority, run_after, max_attempts, timeout_seconds, lock_key,
+    concurrency_key, concurrency_limit, expires_at, metadata, dedup). None means default."""
+    item = {"task_path": task_path, "spec": _spec(args, kwargs or {})}
+    for name, value in options.items():
+        if value is not None:
+            item[name] = value.isoformat() if isinstance(value, datetime) else value
+    return item
+
+
+def enqueue(cursor, task_path: str, args: Sequence[Any] = (),
+            kwargs: dict[str, Any] | None = None, *, queue_name: str = "default",
+            priority: int = 0, run_after: datetime | None = None, max_attempts: int = 3,
+            timeout_seconds: int = 900, lock_key: str | None = None,
+            concurrency_key: str | None = None, concurrency_limit: int | None = None,
+            expires_at: datetime | None = None, metadata: dict[str, Any] | None = None,
+            dedup: bool = True, now: datetime | None = None) -> int:
+    """reproq.enqueue: one task; returns its result id (an existing one when deduplicated)."""
+    return _scalar(
+        cursor,
+        "select reproq.enqueue(%s, %s::jsonb, p_queue => %s, p_priority => %s,"
+        " p_run_after => %s, p_max_attempts => %s, p_timeout_seconds => %s,"
+        " p_lock_key => %s, p_concurrency_key => %s, p_concurrency_limit => %s,"
+        " p_expires_at => %s, p_metadata => %s::jsonb, p_dedup => %s, p_now => %s)",
+        (task_path, dumps_json(_spec(args, kwargs or {})), queue_name, priority, run_after,
+         max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
+         expires_at, dumps_json(metadata or {}), dedup, now),
+    )
+
+
+def enqueue_many(cursor, items: Iterable[dict[str, Any]], *, dedup: bool = True,
+                 now: datetime | None = None) -> list[Enqueued]:
+    """reproq.enqueue_many: many tasks (see :func:`task_item`) in one atomic statement."""
+    _execute(
+        cursor,
+        "select position, result_id, created"
+        " from reproq.enqueue_many(%s::jsonb, p_dedup => %s, p_now => %s)",
+        (dumps_json(list(items)), dedup, now),
+    )
+    return _rows(cursor, Enqueued)
+
+
+# ---------------------------------------------------------------------------------------------
+# Claim, heartbeat, outcomes
+
+
+def claim(cursor, worker_id: str, queues: Sequence[str], limit: int = 1,
+          lease_seconds: int = 60, now: datetime | None = None) -> list[ClaimedTask]:
+    """reproq.claim: lease up to ``limit`` due tasks to ``worker_id``."""
+    _execute(cursor, "select * from reproq.claim(%s, %s, %s, %s, %s)",
+             (worker_id, list(queues), limit, lease_seconds, now))
+    return _rows(cursor, ClaimedTask)
+
+
+def heartbeat(cursor, worker_id: str, lease_seconds: int = 60,
+              now: datetime | None = None) -> list[int]:
+    """reproq.heartbeat: extend the worker's leases; returns ids whose cancel was requested."""
+    return _column(cursor, "select reproq.heartbeat(%s, %s, %s)",
+                   (worker_id, lease_seconds, now))
+
+
+def complete(cursor, result_id: int, lease_token: uuid.UUID, return_value: Any = None,
+             now: datetime | None = None) -> None:
+    """reproq.complete: one task SUCCESSFUL; raises LeaseLost when fenced out."""
+    _execute(cursor, "select reproq.complete(%s, %s, %s::jsonb, %s)",
+             (result_id, lease_token, dumps_json(return_value), now))
+
+
+def complete_many(cursor, outcomes: Sequence[tuple[int, uuid.UUID, str]],
+                  now: datetime | None = None) -> set[int]:
+    """reproq.complete_many: ``outcomes`` are (result_id, lease_token, return value as JSON
+    text from :func:`dumps_json`); returns the ids accepted (the others had lost their lease)."""
+    if not outcomes:
+        return set()
+    ids, tokens, values = zip(*outcomes)
+    return set(_column(cursor, "select reproq.complete_many(%s, %s, %s::jsonb[], %s)",
+                       (list(ids), list(tokens), list(values), now)))
+
+
+def fail(cursor, result_id: int, lease_token: uuid.UUID, error: dict[str, Any], *,
+         retry: bool = True, retry_in_seconds: float | None = None,
+         now: datetime | None = None) -> str:
+    """reproq.fail: record a failed attempt; returns the task's new status."""
+    return _scalar(cursor, "select reproq.fail(%s, %s, %s::jsonb, %s, %s, %s)",
+                   (result_id, lease_token, dumps_json(error), retry, retry_in_seconds, now))
+
+
+def release(cursor, leases: Sequence[tuple[int, uuid.UUID]],
+            now: datetime | None = None) -> set[int]:
+    """reproq.release: hand tasks back to READY without spending an attempt."""
+    if not leases:
+        return set()
+    ids, tokens = zip(*leases)
+    return set(_column(cursor, "select reproq.release(%s, %s, %s)",
+                       (list(ids), list(tokens), now)))
+
+
+def cancel(cursor, result_id: int, now: datetime | None = None) -> str:
+    """reproq.cancel: returns the status after the call."""
+    return _scalar(cursor, "select reproq.cancel(%s, %s)", (result_id, now))
+
+
+def reclaim(cursor, now: datetime | None = None) -> int:
+    """reproq.reclaim: expire lost leases now; returns how many tasks it touched."""
+    return _scalar(cursor, "select reproq.reclaim(%s)", (now,))
+
+
+def save_metadata(cursor, result_id: int, lease_token: uuid.UUID,
+                  metadata: dict[str, Any]) -> None:
+    """reproq.save_metadata: replace a running task's metadata."""
+    _execute(cursor, "select reproq.save_metadata(%s, %s, %s::jsonb)",
+             (result_id, lease_token, dumps_json(metadata)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers and queues
+
+
+def register_worker(cursor, worker_id: str, hostname: str, pid: int, queues: Sequence[str],
+                    concurrency: int, version: str, now: datetime | None = None) -> None:
+    _execute(cursor, "select reproq.register_worker(%s, %s, %s, %s, %s, %s, %s)",
+             (worker_id, hostname, pid, list(queues), concurrency, version, now))
+
+
+def unregister_worker(cursor, worker_id: str) -> None:
+    _execute(cursor, "select reproq.unregister_worker(%s)", (worker_id,))
+
+
+def pause_queue(cursor, queue_name: str, now: datetime | None = None) -> None:
+    _execute(cursor, "select reproq.pause_queue(%s, %s)", (queue_name, now))
+
+
+def resume_queue(cursor, queue_name: str, now: datetime | None = None) -> None:
+    _execute(cursor, "select reproq.resume_queue(%s, %s)", (queue_name, now))
+
+
+def listen(cursor) -> None:
+    """Subscribe the cursor's connection to enqueue notifications."""
+    _execute(cursor, f"listen {NOTIFY_CHANNEL}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reads (no state changes)
+
+
+def get_task_run(cursor, result_id: int) -> TaskRun | None:
+    _execute(cursor, f"select {_TASK_RUN_COLUMNS} from reproq.task_runs where result_id = %s",
+             (result_id,))
+    rows = _rows(cursor, TaskRun)
+    return rows[0] if rows else None
+
+
+def get_task_runs(cursor, result_ids: Sequence[int]) -> list[TaskRun]:
+    _execute(cursor, f"select {_TASK_RUN_COLUMNS} from reproq.task_runs"
+                     " where result_id = any(%s) order by result_id", (list(result_ids),))
+    return _rows(cursor, TaskRun)
+
+
+def status_counts(cursor) -> dict[str, int]:
+    _execute(cursor, "select status, count(*) from reproq.task_runs group by status")
+    return {status: count for status, count in cursor.fetchall()}
+
+
+def count_due(cursor, queues: Sequence[str], now: datetime | None = None) -> int:
+    """READY tasks in ``queues`` due by ``now``: what a burst run still has to drain."""
+    return _scalar(cursor, "select count(*) from reproq.task_runs where status = 'READY'"
+                           " and queue_name = any(%s) and run_after <= coalesce(%s, now())",
+                   (list(queues), now))
+
+
+def reproq_functions_without_comment(cursor) -> list[str]:
+    return _column(
+        cursor,
+        "select p.oid::regprocedure::text from pg_proc p"
+        " join pg_namespace n on n.oid = p.pronamespace"
+        " where n.nspname = 'reproq' and obj_description(p.oid, 'pg_proc') is null"
+        " order by 1",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema migrations (bookkeeping for reproq_runner.migrate; not queue state)
+
+
+def lock_migrations(cursor) -> None:
+    """Serialise appliers: held until the surrounding transaction ends."""
+    _execute(cursor, "select pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+
+
+def ensure_migration_table(cursor) -> None:
+    _execute(cursor, "create schema if not exists reproq")
+    _execute(cursor, "comment on schema reproq is"
+                     " 'reproq: the task queue; see docs/sql-api.md'")
+    _execute(
+        cursor,
+        "create table if not exists reproq.schema_migrations ("
+        " version integer primary key, name text not null, checksum text not null,"
+        " applied_at timestamptz not null default now())",
+    )
+    _execute(cursor, "comment on table reproq.schema_migrations is"
+                     " 'One row per applied sql/migrations file, written in the transaction"
+                     " that applied it'")
+
+
+def applied_migrations(cursor) -> list[AppliedMigration]:
+    """Applied migrations, or an empty list when the bookkeeping table does not exist."""
+    if not _scalar(cursor, "select to_regclass('reproq.schema_migrations') is not null"):
+        return []
+    _execute(cursor, "select version, name, checksum from reproq.schema_migrations"
+                     " order by version")
+    return _rows(cursor, AppliedMigration)
+
+
+def run_script(cursor, sql_text: str) -> None:
+    """Execute a migration file as one multi-statement string (no parameters)."""
+    with _translated_errors():
+        cursor.execute(sql_text)
+
+
+def record_migration(cursor, version: int, name: str, checksum: str) -> None:
+    _execute(cursor, "insert into reproq.schema_migrations (version, name, checksum)"
+                     " values (%s, %s, %s)", (version, name, checksum))
+
+
+# ---------------------------------------------------------------------------------------------
+# Cluster administration (embedded PostgreSQL, tests)
+
+
+def create_database(cursor, name: str, template: str | None = None) -> None:
+    sql = f'create database "{name}"' + (f' template "{template}"' if template else "")
+    _execute(cursor, sql)
+
+
+def drop_database(cursor, name: str) -> None:
+    _execute(cursor, f'drop database if exists "{name}" with (force)')
+
+
+def database_exists(cursor, name: str) -> bool:
+    return bool(_scalar(cursor, "select 1 from pg_database where datname = %s", (name,)))
