@@ -287,6 +287,11 @@ def save_metadata(cursor, result_id: int, lease_token: uuid.UUID,
              (result_id, lease_token, dumps_json(metadata)))
 
 
+def set_logs_uri(cursor, result_id: int, lease_token: uuid.UUID, logs_uri: str) -> None:
+    """reproq.set_logs_uri: where this attempt's output log lives."""
+    _execute(cursor, "select reproq.set_logs_uri(%s, %s, %s)", (result_id, lease_token, logs_uri))
+
+
 # ---------------------------------------------------------------------------------------------
 # Workers and queues
 

@@ -737,6 +737,22 @@ $$;
 
 COMMENT ON FUNCTION reproq.save_metadata(p_result_id bigint, p_lease_token uuid, p_metadata jsonb) IS 'Replace a running task''s metadata_json (context.save_metadata()); fenced by lease token.';
 
+CREATE FUNCTION reproq.set_logs_uri(p_result_id bigint, p_lease_token uuid, p_logs_uri text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+begin
+    update reproq.task_runs as t
+    set logs_uri = p_logs_uri
+    where t.result_id = p_result_id and t.lease_token = p_lease_token and t.status = 'RUNNING';
+    if not found then
+        perform reproq._raise_lease_lost(p_result_id);
+    end if;
+end;
+$$;
+
+COMMENT ON FUNCTION reproq.set_logs_uri(p_result_id bigint, p_lease_token uuid, p_logs_uri text) IS 'Record where the running attempt''s stdout/stderr log is kept; fenced by lease token.';
+
 CREATE FUNCTION reproq.spec_hash(p_task_path text, p_queue_name text, p_spec jsonb) RETURNS bytea
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     SET search_path TO 'pg_catalog', 'pg_temp'

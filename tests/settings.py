@@ -1,5 +1,7 @@
 """Django settings for the test suite: the database is the session's throwaway cluster."""
 
+import os
+
 from tests.pg import cluster
 
 _pg = cluster()
@@ -41,7 +43,8 @@ TEMPLATES = [{
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
-        "NAME": "reproq",
+        # Runner processes started by tests point this at their own database.
+        "NAME": os.environ.get("REPROQ_TEST_DATABASE", "reproq"),
         "HOST": str(_pg.socket_dir),
         "PORT": str(_pg.port),
         "USER": _pg.user,

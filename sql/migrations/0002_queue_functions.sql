@@ -817,6 +817,28 @@ comment on function reproq.save_metadata(bigint, uuid, jsonb) is
 'Replace a running task''s metadata_json (context.save_metadata()); fenced by lease token.';
 
 
+create function reproq.set_logs_uri(
+    p_result_id bigint,
+    p_lease_token uuid,
+    p_logs_uri text
+) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    update reproq.task_runs as t
+    set logs_uri = p_logs_uri
+    where t.result_id = p_result_id and t.lease_token = p_lease_token and t.status = 'RUNNING';
+    if not found then
+        perform reproq._raise_lease_lost(p_result_id);
+    end if;
+end;
+$$;
+
+comment on function reproq.set_logs_uri(bigint, uuid, text) is
+'Record where the running attempt''s stdout/stderr log is kept; fenced by lease token.';
+
+
 create function reproq.register_worker(
     p_worker_id text,
     p_hostname text,
