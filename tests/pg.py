@@ -19,9 +19,18 @@ _cluster: EmbeddedPostgres | None = None
 _counter = itertools.count()
 
 
+ROOT_ENV = "REPROQ_TEST_PGROOT"
+
+
 def cluster() -> EmbeddedPostgres:
-    """Start the session's cluster on first use; it is destroyed when the process exits."""
+    """Start the session's cluster on first use; it is destroyed when the process exits.
+
+    The cluster's folder is exported in $REPROQ_TEST_PGROOT, so processes the tests start
+    (runners, manage.py) attach to the same running cluster instead of starting their own.
+    """
     global _cluster
+    if _cluster is None and os.environ.get(ROOT_ENV):
+        _cluster = EmbeddedPostgres(Path(os.environ[ROOT_ENV]))
     if _cluster is None:
         pg_bin = find_pg_bin()
         settings = {
@@ -36,6 +45,7 @@ def cluster() -> EmbeddedPostgres:
             settings["cron.database_name"] = "postgres"
         root = Path(tempfile.mkdtemp(prefix="reproq-test-"))
         _cluster = EmbeddedPostgres(root, settings=settings, pg_bin=pg_bin).start()
+        os.environ[ROOT_ENV] = str(root)
         owner_pid = os.getpid()
         atexit.register(lambda: os.getpid() == owner_pid and _cluster.destroy())
     return _cluster
