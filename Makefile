@@ -6,11 +6,15 @@ PYTHON ?= $(shell scripts/find-python)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The suite runs on the newest supported Django; the Django-facing tests also on the oldest.
+OLDEST_DJANGO := django>=6.0,<6.1
+OLD_VENV := .venv-django6.0
+OLD_STAMP := $(OLD_VENV)/.installed
 APT_PACKAGES := postgresql-15 postgresql-15-cron postgresql-15-plpgsql-check
 
 .PHONY: help
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
 .PHONY: sysdeps
 sysdeps: ## install PostgreSQL 15, pg_cron and plpgsql_check from Debian when missing (as root)
@@ -31,6 +35,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
+$(OLD_STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "no Python >= 3.12 found (see scripts/find-python)"; exit 1; }
+	rm -rf $(OLD_VENV) && $(PYTHON) -m venv $(OLD_VENV)
+	$(OLD_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OLD_VENV)/bin/python -m pip install -q -e '.[test]' '$(OLDEST_DJANGO)'
+	@touch $(OLD_STAMP)
+
 .PHONY: install
 install: sysdeps $(STAMP) ## create .venv with reproq and its test dependencies
 
@@ -39,8 +50,14 @@ lint: install ## lint the SQL with sqlfluff
 	$(BIN)/sqlfluff lint sql/
 
 .PHONY: test
-test: lint ## install everything, lint SQL, run the whole test suite against a real PostgreSQL
+test: lint $(OLD_STAMP) ## install everything, lint SQL, run the whole suite (and the Django tests on Django 6.0)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-oldest-django
+
+.PHONY: test-oldest-django
+test-oldest-django: $(OLD_STAMP) ## run the Django-facing tests on the oldest supported Django (6.0)
+	$(OLD_VENV)/bin/python -c 'import django; print("Django", django.get_version())'
+	$(OLD_VENV)/bin/python -m pytest tests/django tests/migrations $(PYTEST_ARGS)
 
 .PHONY: demo
 demo: install ## run the main job end to end on an embedded PostgreSQL under .reproq/
@@ -57,4 +74,4 @@ schema: install ## regenerate sql/schema.sql from the migrations
 .PHONY: clean
 clean: ## stop the demo cluster and remove .reproq/ and .venv/
 	-[ -x $(BIN)/python ] && $(BIN)/python -m examples.demo --stop
-	rm -rf .reproq $(VENV)
+	rm -rf .reproq $(VENV) $(OLD_VENV)
