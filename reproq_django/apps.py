@@ -6,3 +6,6 @@ class ReproqConfig(AppConfig):
     label = "reproq_django"
     verbose_name = "reproq"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from reproq_django import checks  # noqa: F401  (registers the system checks)

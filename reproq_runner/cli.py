@@ -1,17 +1,30 @@
 """``reproq-runner`` / ``python -m reproq_runner``: Django-free entry points.
 
-Subcommands: ``migrate`` (apply the SQL migrations), ``dump-schema`` (print the schema that all
-migrations produce, for sql/schema.sql).
+Subcommands: ``worker`` (run tasks), ``migrate`` (apply the SQL migrations), ``dump-schema``
+(print the schema that all migrations produce, for sql/schema.sql).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import logging
 import os
 import sys
+from importlib import import_module
+from pathlib import Path
 
 from reproq_runner import migrate
-from reproq_runner.errors import ReproqError
+from reproq_runner.errors import ReproqError, SchemaError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_SCHEMA = 3
+
+DEFAULT_EXECUTOR = "reproq_runner.django_glue:DjangoExecutor"
+
+log = logging.getLogger("reproq.runner")
 
 
 def _add_dsn(parser: argparse.ArgumentParser) -> None:
@@ -19,13 +32,142 @@ def _add_dsn(parser: argparse.ArgumentParser) -> None:
                         help="libpq connection string of the queue database (env REPROQ_DSN)")
 
 
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser, *, with_dsn: bool = True) -> None:
+    """The runner's flags, shared by ``reproq-runner worker`` and ``manage.py reproq worker``."""
+    if with_dsn:
+        _add_dsn(parser)
+    parser.add_argument("--database", default=None,
+                        help="Django database alias of the queue database (default: "
+                             "'default'); used for the DSN when --dsn is not given")
+    parser.add_argument("--queues", type=_comma_list, default=["default"],
+                        help="comma-separated queues to take tasks from (default: default)")
+    parser.add_argument("--concurrency", type=_positive_int, default=10,
+                        help="child processes, each running one task at a time (default: 10)")
+    parser.add_argument("--burst", action="store_true",
+                        help="run what is due, then exit 0")
+    parser.add_argument("--max-tasks", type=_positive_int, default=None,
+                        help="exit 0 after claiming this many tasks and finishing them")
+    parser.add_argument("--allowed-task-modules", type=_comma_list, default=None,
+                        help="comma-separated task-path prefixes that may be imported "
+                             "(default: ALLOWED_TASK_MODULES, else installed apps' tasks)")
+    parser.add_argument("--logs-dir", type=Path, default=None,
+                        help="capture each attempt's stdout/stderr under this folder and "
+                             "store its file:// URI as the run's logs_uri")
+    parser.add_argument("--lease-seconds", type=_positive_int, default=60,
+                        help="lease length; heartbeats renew it every second (default: 60)")
+    parser.add_argument("--shutdown-timeout", type=_non_negative_float, default=30.0,
+                        help="seconds running tasks get to finish after SIGTERM/SIGINT before "
+                             "they are stopped and handed back (default: 30)")
+    parser.add_argument("--no-listen", dest="listen", action="store_false",
+                        help="no LISTEN connection: poll only (PgBouncer transaction pooling)")
+    parser.add_argument("--poll-interval", type=_non_negative_float, default=1.0,
+                        help="seconds between polls for due tasks (default: 1)")
+    parser.add_argument("--metrics-addr", default=None, metavar="HOST:PORT",
+                        help="serve Prometheus /metrics and /healthz here (env "
+                             "METRICS_AUTH_TOKEN, METRICS_ALLOW_CIDRS protect it)")
+    parser.add_argument("--worker-id", default=None,
+                        help="this runner's id in reproq.workers and leases "
+                             "(default: hostname:pid)")
+    parser.add_argument("--executor", default=DEFAULT_EXECUTOR, metavar="MODULE:CALLABLE",
+                        help="executor factory, called with allowed_task_modules and database "
+                             f"(default: {DEFAULT_EXECUTOR})")
+    parser.add_argument("--log-format", choices=("json", "text"), default="json",
+                        help="runner log format on stderr (default: json)")
+    parser.add_argument("--log-level", default="info",
+                        choices=("debug", "info", "warning", "error"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reproq-runner", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    add_worker_arguments(sub.add_parser("worker", help="run tasks from the queue"))
     _add_dsn(sub.add_parser("migrate", help="apply pending SQL migrations"))
     sub.add_parser("dump-schema", help="print the schema all migrations produce (embedded "
                                        "PostgreSQL, pg_dump)")
     return parser
+
+
+def load_executor_factory(path: str, allowed_task_modules, database):
+    """``module:callable`` bound to its keyword arguments (picklable, for child processes)."""
+    module_name, _, attribute = path.partition(":")
+    if not attribute:
+        raise ValueError(f"--executor must be module:callable, got {path!r}")
+    factory = getattr(import_module(module_name), attribute)
+    return functools.partial(factory, allowed_task_modules=allowed_task_modules,
+                             database=database)
+
+
+def runner_config(args: argparse.Namespace, dsn: str):
+    from reproq_runner.runner import RunnerConfig
+
+    return RunnerConfig(
+        dsn=dsn,
+        executor_factory=load_executor_factory(args.executor, args.allowed_task_modules,
+                                               args.database),
+        queues=tuple(args.queues),
+        concurrency=args.concurrency,
+        burst=args.burst,
+        max_tasks=args.max_tasks,
+        logs_dir=args.logs_dir,
+        lease_seconds=args.lease_seconds,
+        shutdown_timeout=args.shutdown_timeout,
+        listen=args.listen,
+        poll_interval=args.poll_interval,
+        metrics_addr=args.metrics_addr,
+        metrics_auth_token=os.environ.get("METRICS_AUTH_TOKEN") or None,
+        metrics_allow_cidrs=os.environ.get("METRICS_ALLOW_CIDRS") or None,
+        worker_id=args.worker_id,
+        preload=(args.executor.partition(":")[0],),
+    )
+
+
+def run_worker(args: argparse.Namespace, dsn: str) -> int:
+    """Run the supervising runner until it stops; returns the process exit code."""
+    from reproq_runner.logs import configure_logging, password_of
+    from reproq_runner.runner import Runner
+    from reproq_runner.supervisor import ChildSetupError
+
+    configure_logging(args.log_level, args.log_format, secrets=(password_of(dsn),))
+    try:
+        return Runner(runner_config(args, dsn)).run()
+    except SchemaError as exc:
+        log.error("refusing to start: %s", exc)
+        return EXIT_SCHEMA
+    except ChildSetupError as exc:
+        log.error("%s", exc)
+        return EXIT_ERROR
+
+
+def _worker(args: argparse.Namespace) -> int:
+    dsn = args.dsn
+    if not dsn:
+        if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+            print("reproq-runner worker: give --dsn (or REPROQ_DSN), or set "
+                  "DJANGO_SETTINGS_MODULE to take the DSN from Django's DATABASES",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        from reproq_django.cli.worker import dsn_for_alias
+
+        dsn = dsn_for_alias(args.database)
+    return run_worker(args, dsn)
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -47,7 +189,7 @@ def _dump_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"migrate": _migrate, "dump-schema": _dump_schema}
+COMMANDS = {"worker": _worker, "migrate": _migrate, "dump-schema": _dump_schema}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,22 +1,20 @@
 """Drain what is due once, running each task in the calling process.
 
 ``run_once`` is the public API for users' tests (and for the Django conformance tests, whose
-log assertions need tasks to run in the test process). It uses the same SQL calls as the
-supervising runner: claim in batches, complete in batches, fail one at a time.
+log assertions need tasks to run in the test process). It goes through the same
+:class:`~reproq_runner.engine.Engine` as the supervising runner: claim in batches, complete in
+batches, fail one at a time.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Sequence
 
-from reproq_runner import queries
-from reproq_runner.outcome import Executor, Failed, Succeeded
+from reproq_runner.child import execute_safely
+from reproq_runner.engine import Engine, default_worker_id
+from reproq_runner.outcome import Executor
 
-
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+__all__ = ["default_worker_id", "run_once"]
 
 
 def run_once(connection, executor: Executor, queues: Sequence[str] = ("default",), *,
@@ -27,25 +25,17 @@ def run_once(connection, executor: Executor, queues: Sequence[str] = ("default",
     ``connection`` is a DB-API connection in autocommit mode (psycopg, or Django's
     ``connections[alias]``); each claim and each batch of outcomes is its own transaction.
     """
-    worker_id = worker_id or default_worker_id()
+    engine = Engine(worker_id or default_worker_id(), tuple(queues), lease_seconds)
     executor.setup()
     ran = 0
     while max_tasks is None or ran < max_tasks:
         limit = batch_size if max_tasks is None else min(batch_size, max_tasks - ran)
         with connection.cursor() as cursor:
-            claimed = queries.claim(cursor, worker_id, queues, limit, lease_seconds)
+            claimed = engine.claim(cursor, limit)
         if not claimed:
             break
-        successes = []
-        for task in claimed:
-            outcome = executor.execute(task)
-            ran += 1
-            if isinstance(outcome, Succeeded):
-                successes.append((task.result_id, task.lease_token, outcome.return_json))
-            elif isinstance(outcome, Failed):
-                with connection.cursor() as cursor:
-                    queries.fail(cursor, task.result_id, task.lease_token, outcome.error,
-                                 retry=outcome.retry)
+        outcomes = [(task, execute_safely(executor, task)) for task in claimed]
+        ran += len(outcomes)
         with connection.cursor() as cursor:
-            queries.complete_many(cursor, successes)
+            engine.record(cursor, outcomes)
     return ran

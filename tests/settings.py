@@ -20,6 +20,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.postgres",
     "reproq_django",
     "tests.testapp",
 ]
@@ -49,7 +50,30 @@ DATABASES = {
         "PORT": str(_pg.port),
         "USER": _pg.user,
     },
+    # A second queue database (queues named "remote-*" live there, see REPROQ_QUEUE_DATABASES).
+    "queues": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "reproq_queues",
+        "HOST": str(_pg.socket_dir),
+        "PORT": str(_pg.port),
+        "USER": _pg.user,
+    },
+    # A PostgreSQL database without the reproq schema (the router keeps migrations off it).
+    "bare": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "reproq_bare",
+        "HOST": str(_pg.socket_dir),
+        "PORT": str(_pg.port),
+        "USER": _pg.user,
+    },
+    # Not PostgreSQL at all: for the reproq.E001 check.
+    "sqlite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
 }
+
+DATABASE_ROUTERS = ["reproq_django.db_router.ReproqRouter"]
+REPROQ_QUEUE_DATABASES = {"remote-*": "queues"}
+# Plain numeric ids unless a test turns alias-prefixed ids on.
+REPROQ_RESULT_ID_WITH_ALIAS = False
 
 TASKS = {
     "default": {
@@ -58,3 +82,6 @@ TASKS = {
         "OPTIONS": {},
     },
 }
+# Tests keep plain ids for the default queue database; the multi-database tests turn the
+# alias prefix on where they look remote results up.
+SILENCED_SYSTEM_CHECKS = ["reproq.W002"]

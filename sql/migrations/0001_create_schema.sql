@@ -39,9 +39,12 @@ create table reproq.task_runs (
     constraint task_runs_priority_range check (priority between -100 and 100),
     constraint task_runs_task_path_not_empty check (task_path <> ''),
     constraint task_runs_queue_name_not_empty check (queue_name <> ''),
+    -- Exactly {"args": [...], "kwargs": {...}}. "is not distinct from" rather than "=": a
+    -- missing key makes jsonb_typeof null, and a check constraint lets null pass.
     constraint task_runs_spec_envelope check (
-        jsonb_typeof(spec_json -> 'args') = 'array'
-        and jsonb_typeof(spec_json -> 'kwargs') = 'object'
+        jsonb_typeof(spec_json -> 'args') is not distinct from 'array'
+        and jsonb_typeof(spec_json -> 'kwargs') is not distinct from 'object'
+        and spec_json - 'args' - 'kwargs' = '{}'::jsonb
     ),
     constraint task_runs_spec_hash_is_sha256 check (octet_length(spec_hash) = 32),
     constraint task_runs_attempts_not_negative check (attempts >= 0),

@@ -39,13 +39,14 @@ create function reproq.backoff_seconds(
 language sql
 volatile
 set search_path = pg_catalog, pg_temp
--- Jitter spreads retries of tasks that failed together so they do not return together.
-return least(p_cap_seconds, p_base_seconds * power(2, greatest(p_attempt, 1) - 1))
+-- Jitter spreads retries of tasks that failed together so they do not return together. The
+-- exponent is capped too, so huge attempt numbers cannot overflow double precision.
+return least(p_cap_seconds, p_base_seconds * power(2, least(greatest(p_attempt, 1) - 1, 60)))
 * (1 + 0.25 * random());
 
 comment on function reproq.backoff_seconds(integer, double precision, double precision) is
-'Retry delay after the given attempt: capped exponential (base * 2^(attempt-1), at most cap) '
-'plus up to 25% random jitter.';
+'Retry delay after the given attempt: d = least(cap, base * 2^(attempt-1)), times a random '
+'factor from 1 to 1.25 (jitter), so the result lies in [d, 1.25 d].';
 
 
 create function reproq._try_timestamptz(p_value text) returns timestamptz
@@ -223,13 +224,13 @@ begin
             t.item ->> 'task_path' as task_path,
             t.item -> 'spec' as spec,
             coalesce(t.item ->> 'queue_name', 'default') as queue_name,
-            coalesce((t.item ->> 'priority')::smallint, 0) as priority,
+            coalesce((t.item ->> 'priority')::numeric::smallint, 0) as priority,
             coalesce((t.item ->> 'run_after')::timestamptz, v_now) as run_after,
-            coalesce((t.item ->> 'max_attempts')::integer, 3) as max_attempts,
-            coalesce((t.item ->> 'timeout_seconds')::integer, 900) as timeout_seconds,
+            coalesce((t.item ->> 'max_attempts')::numeric::integer, 3) as max_attempts,
+            coalesce((t.item ->> 'timeout_seconds')::numeric::integer, 900) as timeout_seconds,
             t.item ->> 'lock_key' as lock_key,
             t.item ->> 'concurrency_key' as concurrency_key,
-            (t.item ->> 'concurrency_limit')::integer as concurrency_limit,
+            (t.item ->> 'concurrency_limit')::numeric::integer as concurrency_limit,
             (t.item ->> 'expires_at')::timestamptz as expires_at,
             coalesce(nullif(t.item -> 'metadata', 'null'), '{}') as metadata,
             coalesce((t.item ->> 'dedup')::boolean, p_dedup) as dedup,
@@ -270,13 +271,18 @@ begin
             l.concurrency_key, l.concurrency_limit, l.metadata, l.expires_at, v_now
         from led as l
         where l.new_id = l.leader_id
-        order by l.position
+        -- Arbiter checks (and the row locks of dedup hits) happen in spec_hash order in every
+        -- call, so two calls racing on overlapping specs wait for each other, never deadlock.
+        order by l.spec_hash, l.position
         on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
         -- A no-op update so RETURNING yields the existing row's id (DO NOTHING yields none).
         do update set dedup = t.dedup
         returning t.result_id, t.spec_hash, t.dedup, t.queue_name
     ),
 
+    -- Two equi-joins (hashable) rather than one join on an OR, which would be quadratic in
+    -- the batch size: a dedup item maps to the one dedup row of its hash that the insert
+    -- returned (new or existing), any other item to the row inserted with its own id.
     mapped as (
         select
             l.position,
@@ -284,9 +290,17 @@ begin
             i.result_id = l.new_id as created,
             i.queue_name
         from led as l
-        inner join inserted as i
-            on (l.dedup and i.dedup and i.spec_hash = l.spec_hash)
-            or (not l.dedup and i.result_id = l.new_id)
+        inner join inserted as i on i.spec_hash = l.spec_hash and i.dedup
+        where l.dedup
+        union all
+        select
+            l.position,
+            i.result_id,
+            true as created,
+            i.queue_name
+        from led as l
+        inner join inserted as i on i.result_id = l.new_id
+        where not l.dedup
     )
 
     select
@@ -425,6 +439,11 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_now timestamptz := coalesce(p_now, now());
+    v_queues text[];
+    -- Above the highest allowed priority (100): the first probe finds the top level.
+    v_priority smallint := 101::smallint;
+    v_wanted integer := p_limit;
+    v_claimed integer;
 begin
     if p_worker_id is null or p_worker_id = '' then
         raise exception 'p_worker_id must be a non-empty string' using errcode = 'RQ003';
@@ -435,68 +454,90 @@ begin
     if p_limit is null or p_limit not between 1 and 10000 then
         raise exception 'p_limit must be from 1 to 10000, got %', p_limit using errcode = 'RQ003';
     end if;
-    if p_lease_seconds is null or p_lease_seconds < 1 then
-        raise exception 'p_lease_seconds must be at least 1, got %', p_lease_seconds
+    if p_lease_seconds is null or p_lease_seconds not between 1 and 31536000 then
+        raise exception 'p_lease_seconds must be from 1 to 31536000, got %', p_lease_seconds
             using errcode = 'RQ003';
     end if;
 
     perform reproq.reclaim(v_now);
 
-    return query
-    with active_queues as (
-        select distinct q.queue_name
-        from unnest(p_queues) as q (queue_name)
-        where not exists (
-            select from reproq.queue_controls as c
-            where c.queue_name = q.queue_name and c.paused
-        )
-    ),
+    select array_agg(distinct q.queue_name) into v_queues
+    from unnest(p_queues) as q (queue_name)
+    where q.queue_name is not null and not exists (
+        select from reproq.queue_controls as c
+        where c.queue_name = q.queue_name and c.paused
+    );
 
-    -- One index range scan per queue, each stopping after p_limit rows; the merge below
-    -- keeps the global priority-then-FIFO order across queues.
-    candidate as materialized (
-        select r.result_id
-        from active_queues as q
+    -- Walk the priority levels that hold READY rows, highest first, and take due rows level by
+    -- level. One index range scan over (queue, priority, run_after <= now) stops at the first
+    -- row not yet due, so rows scheduled for later (future run_after, retry backoff) are never
+    -- read: a claim costs at most a probe per priority level, not a scan of the backlog.
+    while v_wanted > 0 and v_queues is not null loop
+        select max(l.priority) into v_priority
+        from unnest(v_queues) as q (queue_name)
         cross join lateral (
-            select t.result_id, t.priority, t.run_after
+            select t.priority
             from reproq.task_runs as t
             where
                 t.status = 'READY'
                 and t.queue_name = q.queue_name
-                and t.run_after <= v_now
-            order by t.priority desc, t.run_after asc, t.result_id asc
-            limit p_limit
-            for update skip locked
-        ) as r
-        order by r.priority desc, r.run_after asc, r.result_id asc
-        limit p_limit
-    ),
+                and t.priority < v_priority
+            order by t.priority desc
+            limit 1
+        ) as l;
+        exit when v_priority is null;
 
-    claimed as (
-        update reproq.task_runs as t
-        set
-            status = 'RUNNING',
-            attempts = t.attempts + 1,
-            worker_ids = array_append(t.worker_ids, p_worker_id),
-            leased_by = p_worker_id,
-            leased_until = v_now + make_interval(secs => p_lease_seconds),
-            lease_token = gen_random_uuid(),
-            started_at = coalesce(t.started_at, v_now),
-            last_attempted_at = v_now
-        from candidate as c
-        where t.result_id = c.result_id
-        returning
-            t.result_id, t.task_path, t.spec_json, t.queue_name, t.priority, t.attempts,
-            t.max_attempts, t.timeout_seconds, t.lease_token, t.leased_until,
-            t.metadata_json, t.enqueued_at, t.started_at, t.run_after
-    )
+        return query
+        with candidate as materialized (
+            -- Per queue, the first v_wanted unlocked due rows of this level in FIFO order; the
+            -- merge keeps FIFO across queues. SKIP LOCKED: no row goes to two claimers.
+            select r.result_id
+            from unnest(v_queues) as q (queue_name)
+            cross join lateral (
+                select t.result_id, t.run_after
+                from reproq.task_runs as t
+                where
+                    t.status = 'READY'
+                    and t.queue_name = q.queue_name
+                    and t.priority = v_priority
+                    and t.run_after <= v_now
+                order by t.run_after asc, t.result_id asc
+                limit v_wanted
+                for update skip locked
+            ) as r
+            order by r.run_after asc, r.result_id asc
+            limit v_wanted
+        ),
 
-    select
-        c.result_id, c.task_path, c.spec_json, c.queue_name, c.priority, c.attempts,
-        c.max_attempts, c.timeout_seconds, c.lease_token, c.leased_until,
-        c.metadata_json, c.enqueued_at, c.started_at
-    from claimed as c
-    order by c.priority desc, c.run_after asc, c.result_id asc;
+        claimed as (
+            update reproq.task_runs as t
+            set
+                status = 'RUNNING',
+                attempts = t.attempts + 1,
+                worker_ids = array_append(t.worker_ids, p_worker_id),
+                leased_by = p_worker_id,
+                leased_until = v_now + make_interval(secs => p_lease_seconds),
+                lease_token = gen_random_uuid(),
+                started_at = coalesce(t.started_at, v_now),
+                last_attempted_at = v_now
+            from candidate as c
+            where t.result_id = c.result_id
+            returning
+                t.result_id, t.task_path, t.spec_json, t.queue_name, t.priority, t.attempts,
+                t.max_attempts, t.timeout_seconds, t.lease_token, t.leased_until,
+                t.metadata_json, t.enqueued_at, t.started_at, t.run_after
+        )
+
+        select
+            c.result_id, c.task_path, c.spec_json, c.queue_name, c.priority, c.attempts,
+            c.max_attempts, c.timeout_seconds, c.lease_token, c.leased_until,
+            c.metadata_json, c.enqueued_at, c.started_at
+        from claimed as c
+        order by c.run_after asc, c.result_id asc;
+
+        get diagnostics v_claimed = row_count;
+        v_wanted := v_wanted - v_claimed;
+    end loop;
 end;
 $$;
 
@@ -626,8 +667,10 @@ begin
             '{"exception_class_path": "...", "traceback": "..."}'
             using errcode = 'RQ003';
     end if;
-    if p_retry_in_seconds < 0 then
-        raise exception 'p_retry_in_seconds must not be negative' using errcode = 'RQ003';
+    -- "not between" is also true for NaN and infinity, which make_interval cannot take.
+    if p_retry_in_seconds not between 0 and 31536000 then
+        raise exception 'p_retry_in_seconds must be from 0 to 31536000, got %', p_retry_in_seconds
+            using errcode = 'RQ003';
     end if;
 
     select t.* into v_task
@@ -699,8 +742,10 @@ begin
             finished_at = case when t.cancel_requested then v_now end,
             attempts = t.attempts - 1,
             worker_ids = t.worker_ids[1:cardinality(t.worker_ids) - 1],
+            -- Undo what claim set for a first attempt; run_after is kept, so the task keeps
+            -- its place in the FIFO order.
             started_at = case when t.attempts > 1 then t.started_at end,
-            run_after = v_now,
+            last_attempted_at = case when t.attempts > 1 then t.last_attempted_at end,
             leased_by = null,
             leased_until = null,
             lease_token = null
@@ -768,8 +813,8 @@ as $$
 declare
     v_now timestamptz := coalesce(p_now, now());
 begin
-    if p_lease_seconds is null or p_lease_seconds < 1 then
-        raise exception 'p_lease_seconds must be at least 1, got %', p_lease_seconds
+    if p_lease_seconds is null or p_lease_seconds not between 1 and 31536000 then
+        raise exception 'p_lease_seconds must be from 1 to 31536000, got %', p_lease_seconds
             using errcode = 'RQ003';
     end if;
 

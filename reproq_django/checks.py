@@ -1,0 +1,127 @@
+"""System checks with stable ids.
+
+=============  ==============================================================================
+id             problem
+=============  ==============================================================================
+reproq.E001    a queue database is not PostgreSQL
+reproq.E002    the reproq schema is missing from a queue database   (``--database`` checks)
+reproq.E003    the reproq schema is older than the code, or an applied file was edited
+reproq.E004    a ReproqBackend is configured but ``reproq_django`` is not in INSTALLED_APPS
+reproq.E005    invalid backend ``OPTIONS``
+reproq.E006    ``REPROQ_QUEUE_DATABASES``/``REPROQ_DEFAULT_DB_ALIAS`` name an unknown alias
+reproq.W003    the reproq schema is missing or older than the code, and ``migrate`` has reproq
+               migrations to apply (a warning, so ``migrate`` itself is not blocked)
+reproq.W002    several queue databases but ``REPROQ_RESULT_ID_WITH_ALIAS = False``: results of
+               queues outside the default database cannot be looked up by id
+=============  ==============================================================================
+
+Schema checks query the database, so like Django's own database checks they run with
+``manage.py check --database <alias>`` (and before ``migrate``).
+"""
+
+from __future__ import annotations
+
+from django.apps import apps
+from django.core import checks
+from django.db import connections
+from django.db.utils import DatabaseError
+
+from reproq_django import conf
+from reproq_runner import migrate, queries
+from reproq_runner.errors import SchemaError
+
+
+def fix_command(alias: str) -> str:
+    return f"python manage.py reproq migrate-worker --database {alias}"
+
+
+def backend_checks(backend) -> list[checks.CheckMessage]:
+    """Checks of one ReproqBackend (``backend.check()``): no database access."""
+    from reproq_django.backend import option_problems
+
+    errors = []
+    if not apps.is_installed("reproq_django"):
+        errors.append(checks.Error(
+            f"TASKS[{backend.alias!r}] uses ReproqBackend but 'reproq_django' is not in "
+            "INSTALLED_APPS.",
+            hint="Add 'reproq_django' to INSTALLED_APPS (it ships the migrations that create "
+                 "the queue, and the admin).",
+            id="reproq.E004"))
+    for problem in option_problems({**backend.default_options, **backend.options}):
+        errors.append(checks.Error(f"TASKS[{backend.alias!r}]['OPTIONS']: {problem}.",
+                                   id="reproq.E005"))
+    return errors
+
+
+@checks.register("reproq")
+def check_queue_databases(app_configs=None, **kwargs):
+    errors = []
+    for alias in conf.all_queue_aliases():
+        if alias not in connections.settings:
+            errors.append(checks.Error(
+                f"reproq queue database {alias!r} is not in DATABASES.",
+                hint="Fix REPROQ_DEFAULT_DB_ALIAS / REPROQ_QUEUE_DATABASES.",
+                id="reproq.E006"))
+        elif connections[alias].vendor != "postgresql":
+            errors.append(checks.Error(
+                f"reproq queue database {alias!r} uses {connections[alias].vendor}; reproq's "
+                "queue is PostgreSQL.",
+                hint="Point it at a PostgreSQL database (ENGINE django.db.backends.postgresql).",
+                id="reproq.E001"))
+    if len(conf.all_queue_aliases()) > 1 and not conf.result_id_with_alias():
+        errors.append(checks.Warning(
+            "several reproq queue databases are configured but REPROQ_RESULT_ID_WITH_ALIAS "
+            "is False: get_result() looks plain ids up in the default queue database only.",
+            hint="Remove REPROQ_RESULT_ID_WITH_ALIAS (it defaults to True here).",
+            id="reproq.W002"))
+    return errors
+
+
+@checks.register("reproq", checks.Tags.database)
+def check_schema(app_configs=None, databases=None, **kwargs):
+    errors = []
+    for alias in conf.all_queue_aliases():
+        if databases is not None and alias not in databases:
+            continue
+        if alias not in connections.settings or connections[alias].vendor != "postgresql":
+            continue  # reported by check_queue_databases
+        errors.extend(_schema_errors(alias))
+    return errors
+
+
+def _schema_errors(alias: str) -> list[checks.CheckMessage]:
+    """E002/E003 for a schema problem; W003 instead while Django's ``migrate`` still has
+    reproq migrations to apply on ``alias`` (``migrate`` runs these checks first and must not
+    be blocked by the very problem it is about to fix)."""
+    errors = _schema_problems(alias)
+    if errors and _django_migrations_pending(alias):
+        return [checks.Warning(f"{errors[0].msg} `migrate` will create or update it.",
+                               hint=errors[0].hint, id="reproq.W003")]
+    return errors
+
+
+def _django_migrations_pending(alias: str) -> bool:
+    from django.db.migrations.loader import MigrationLoader
+
+    loader = MigrationLoader(connections[alias], ignore_no_migrations=True)
+    ours = {key for key in loader.disk_migrations if key[0] == "reproq_django"}
+    return bool(ours - set(loader.applied_migrations))
+
+
+def _schema_problems(alias: str) -> list[checks.CheckMessage]:
+    try:
+        with connections[alias].cursor() as cursor:
+            if not queries.applied_migrations(cursor):
+                return [checks.Error(
+                    f"the reproq schema does not exist in database {alias!r}.",
+                    hint=f"Run: {fix_command(alias)}  (or: python manage.py migrate "
+                         f"--database {alias})",
+                    id="reproq.E002")]
+            migrate.check_schema(cursor)
+    except SchemaError as exc:
+        return [checks.Error(f"database {alias!r}: {exc}", hint=f"Run: {fix_command(alias)}",
+                             id="reproq.E003")]
+    except DatabaseError as exc:
+        return [checks.Warning(f"could not check the reproq schema of {alias!r}: {exc}",
+                               id="reproq.W001")]
+    return []

@@ -1,0 +1,128 @@
+"""Stored task runs as Django ``TaskResult`` objects, and the context a running task sees.
+
+One function, :func:`task_result_from_run`, turns a ``reproq.task_runs`` row into a result;
+the backend (enqueue, get_result) and the executor (signals, context) both use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
+
+from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
+from django.tasks.base import TaskError
+from django.tasks.exceptions import TaskResultDoesNotExist
+
+from reproq_django import conf, serialization
+from reproq_runner.queries import TaskRun
+
+# reproq's statuses as Django's: WAITING is not runnable yet, CANCELLED did not succeed.
+DJANGO_STATUS = {
+    "READY": TaskResultStatus.READY,
+    "WAITING": TaskResultStatus.READY,
+    "RUNNING": TaskResultStatus.RUNNING,
+    "SUCCESSFUL": TaskResultStatus.SUCCESSFUL,
+    "FAILED": TaskResultStatus.FAILED,
+    "CANCELLED": TaskResultStatus.FAILED,
+}
+
+# Attributes TaskResult.refresh() copies, plus reproq's own.
+REFRESH_ATTRS = ("errors", "_return_value", "finished_at", "started_at", "last_attempted_at",
+                 "status", "enqueued_at", "worker_ids", "raw_status", "metadata")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReproqTaskResult(TaskResult):
+    """Django's TaskResult plus reproq's ``raw_status`` (e.g. ``"CANCELLED"``) and the task's
+    saved ``metadata``. ``args``/``kwargs`` hold decoded values (see serialization), already
+    as JSON shapes them, so they are not normalised again."""
+
+    raw_status: str = "READY"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        pass
+
+    def refresh(self):
+        self._copy_from(self.task.get_backend().get_result(self.id))
+
+    async def arefresh(self):
+        self._copy_from(await self.task.get_backend().aget_result(self.id))
+
+    def _copy_from(self, other: TaskResult) -> None:
+        for attr in REFRESH_ATTRS:
+            if hasattr(other, attr):
+                object.__setattr__(self, attr, getattr(other, attr))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReproqTaskContext(TaskContext):
+    """What a ``takes_context=True`` task receives: ``attempt``, ``task_result``, and reproq's
+    ``metadata`` dict, persisted by ``save_metadata()`` (fenced by the attempt's lease)."""
+
+    metadata: dict[str, Any] = field(default_factory=dict)
+    _saver: Callable[[dict[str, Any]], None] | None = None
+
+    def save_metadata(self) -> None:
+        if self._saver is None:
+            raise RuntimeError("this context is not attached to a running reproq task")
+        self._saver(self.metadata)
+
+
+def public_result_id(alias: str, result_id: int) -> str:
+    """The id Django code sees: ``"123"``, or ``"alias:123"`` with REPROQ_RESULT_ID_WITH_ALIAS."""
+    return f"{alias}:{result_id}" if conf.result_id_with_alias() else str(result_id)
+
+
+def parse_result_id(result_id: Any, default_alias: str, known_aliases: list[str]) -> tuple[str, int]:
+    """``"123"`` or ``"alias:123"`` as (alias, id); anything else does not exist."""
+    text = str(result_id)
+    alias, _, number = text.rpartition(":")
+    alias = alias or default_alias
+    if alias not in known_aliases or not number.isascii() or not number.isdigit():
+        raise TaskResultDoesNotExist(text)
+    value = int(number)
+    if not 0 < value < 2**63:
+        raise TaskResultDoesNotExist(text)
+    return alias, value
+
+
+def task_as_stored(task: Task, run: TaskRun, backend_alias: str) -> Task:
+    """``task`` as this run was enqueued (queue, priority, run_after), without validating it
+    again: a stored row is a fact, not a request."""
+    stored = object.__new__(type(task))
+    for task_field in fields(task):
+        object.__setattr__(stored, task_field.name, getattr(task, task_field.name))
+    deferred = run.run_after if run.run_after != run.enqueued_at else None
+    for name, value in (("queue_name", run.queue_name), ("priority", run.priority),
+                        ("run_after", deferred), ("backend", backend_alias)):
+        object.__setattr__(stored, name, value)
+    return stored
+
+
+def task_result_from_run(task: Task, run: TaskRun, backend_alias: str,
+                         result_id: str) -> ReproqTaskResult:
+    result = ReproqTaskResult(
+        task=task_as_stored(task, run, backend_alias),
+        id=result_id,
+        status=DJANGO_STATUS[run.status],
+        raw_status=run.status,
+        enqueued_at=run.enqueued_at,
+        started_at=run.started_at,
+        last_attempted_at=run.last_attempted_at,
+        finished_at=run.finished_at,
+        args=serialization.decode(run.spec_json["args"], fetch_models=False),
+        kwargs=serialization.decode(run.spec_json["kwargs"], fetch_models=False),
+        backend=backend_alias,
+        errors=[task_error(entry) for entry in run.errors_json],
+        worker_ids=list(run.worker_ids),
+        metadata=dict(run.metadata_json),
+    )
+    if run.status == "SUCCESSFUL":
+        object.__setattr__(result, "_return_value", run.return_json)
+    return result
+
+
+def task_error(entry: dict[str, Any]) -> TaskError:
+    return TaskError(exception_class_path=entry.get("exception_class_path", ""),
+                     traceback=entry.get("traceback", ""))

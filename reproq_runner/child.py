@@ -1,0 +1,135 @@
+"""The child process: sets its executor up once, then runs the tasks the runner sends it.
+
+Each task arrives as an :class:`Assignment` frame on the task pipe; each result goes back as one
+frame on the result pipe. The child runs one task at a time, so the runner can stop a task
+(timeout, cancellation) by killing the child that runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from reproq_runner.outcome import Executor, Failed, Outcome
+from reproq_runner.queries import ClaimedTask
+from reproq_runner.wire import FrameReader, write_frame
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """One task for a child, and the file its output goes to (None: not captured)."""
+
+    task: ClaimedTask
+    log_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetupFailed:
+    traceback: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    result_id: int
+    started: float  # time.monotonic() (system-wide on Linux, comparable across processes)
+    finished: float
+    outcome: Outcome
+
+
+def main(executor_factory: Callable[[], Executor], task_conn, result_conn) -> None:
+    """Entry point of a child process (started by the supervisor)."""
+    _ignore_stop_signals()
+    _die_with_parent()
+    task_fd, result_fd = task_conn.fileno(), result_conn.fileno()
+    executor = _set_up(executor_factory, result_fd)
+    write_frame(result_fd, Ready(os.getpid()))
+    reader = FrameReader(task_fd)
+    while not reader.closed:
+        for batch in reader.read_available():
+            for assignment in batch:
+                write_frame(result_fd, run_assignment(executor, assignment))
+    os._exit(0)
+
+
+def _set_up(executor_factory: Callable[[], Executor], result_fd: int) -> Executor:
+    try:
+        executor = executor_factory()
+        executor.setup()
+    except BaseException:  # noqa: BLE001 - reported to the runner, which stops
+        write_frame(result_fd, SetupFailed(traceback.format_exc()))
+        os._exit(3)
+    return executor
+
+
+def run_assignment(executor: Executor, assignment: Assignment) -> Done:
+    started = time.monotonic()
+    with _output_to(assignment.log_path):
+        outcome = execute_safely(executor, assignment.task)
+    return Done(assignment.task.result_id, started, time.monotonic(), outcome)
+
+
+def execute_safely(executor: Executor, task: ClaimedTask) -> Outcome:
+    """The executor promises not to raise; a broken promise still becomes a failure."""
+    try:
+        return executor.execute(task)
+    except BaseException as exc:  # noqa: BLE001 - SystemExit from a task is a task failure
+        return Failed({
+            "exception_class_path": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "message": str(exc),
+            "traceback": traceback.format_exc(),
+        })
+
+
+@contextlib.contextmanager
+def _output_to(log_path: str | None) -> Iterator[None]:
+    """Send file descriptors 1 and 2 (and so print(), logging, C extensions) to the log."""
+    if log_path is None:
+        yield
+        return
+    _flush_std_streams()
+    saved = os.dup(1), os.dup(2)
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    try:
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        yield
+    finally:
+        _flush_std_streams()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (log_fd, *saved):
+            os.close(fd)
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def _ignore_stop_signals() -> None:
+    """Ctrl-C and `systemctl stop` reach the whole process group; only the runner decides
+    when a child stops (it closes the task pipe, or kills the child)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the parent process dies, so no task outlives its runner."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -1,0 +1,256 @@
+"""The Django side of running a claimed task: :class:`DjangoExecutor`.
+
+It implements ``reproq_runner.outcome.Executor``: the runner core hands it a ``ClaimedTask``
+and records the ``Succeeded``/``Failed`` it returns. One attempt goes:
+
+1. refuse a task path outside the allow-list *without importing it*;
+2. import the path and require a ``django.tasks.Task``;
+3. decode the arguments (``reproq_django.serialization``; model references are fetched);
+4. send ``task_started``, call the function (sync or coroutine), send ``task_finished``;
+5. JSON-normalise the return value.
+
+Retry rules: an exception raised by the task (``SystemExit`` and ``KeyboardInterrupt``
+included) is a failed attempt that retries while attempts remain. Failures that the same
+stored row would reproduce on every attempt do not retry: a refused or non-Task path,
+arguments that cannot be decoded, and a return value that cannot be stored as JSON (the
+function ran to completion, so running it again would repeat its side effects for nothing).
+An import error does retry: web and runner code may briefly differ during a deploy.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from traceback import format_exception
+from typing import Any
+
+from reproq_runner import queries
+from reproq_runner.outcome import Failed, Outcome, Succeeded
+from reproq_runner.queries import ClaimedTask
+
+logger = logging.getLogger("reproq")
+
+
+class TaskNotAllowed(Exception):
+    """The task path is outside ALLOWED_TASK_MODULES; it was not imported."""
+
+
+class NotATask(TypeError):
+    """The task path does not name a ``django.tasks.Task``."""
+
+
+class TaskRunMissing(LookupError):
+    """The claimed task's row could not be read back."""
+
+
+class DjangoExecutor:
+    """Runs claimed tasks in this process with Django set up.
+
+    ``allowed_task_modules``: task-path prefixes that may be imported (default: the
+    ``REPROQ_ALLOWED_TASK_MODULES`` setting, else each installed app's ``tasks`` module).
+    ``database``: the Django alias of the queue database (default: the alias the task's
+    queue routes to).
+    """
+
+    def __init__(self, allowed_task_modules=None, database=None):
+        self._configured_modules = (
+            None if allowed_task_modules is None else tuple(allowed_task_modules)
+        )
+        self.database = database
+        self.allowed_task_modules: tuple[str, ...] | None = None
+
+    def setup(self) -> None:
+        import django
+        from django.apps import apps
+
+        if not apps.ready:
+            django.setup()
+        from reproq_django import conf
+
+        if self._configured_modules is not None:
+            self.allowed_task_modules = self._configured_modules
+        else:
+            self.allowed_task_modules = conf.allowed_task_modules()
+
+    def execute(self, task: ClaimedTask) -> Outcome:
+        try:
+            return _Attempt(self, task).run()
+        except BaseException as exc:  # a bug of ours must still not kill the runner
+            logger.exception("reproq: executor error on task %s", task.result_id)
+            return failed(exc, retry=True)
+
+    def database_for(self, task: ClaimedTask) -> str:
+        from reproq_django import conf
+
+        return self.database or conf.database_for_queue(task.queue_name)
+
+
+class _Attempt:
+    """One attempt of one claimed task."""
+
+    def __init__(self, executor: DjangoExecutor, claimed: ClaimedTask):
+        if executor.allowed_task_modules is None:
+            executor.setup()
+        self.executor = executor
+        self.claimed = claimed
+        self.alias = executor.database_for(claimed)
+
+    def run(self) -> Outcome:
+        try:
+            task = self._resolve_task()
+        except (TaskNotAllowed, NotATask) as exc:
+            logger.warning("reproq: task %s refused: %s", self.claimed.result_id, exc)
+            return failed(exc, retry=False)
+        except Exception as exc:
+            return failed(exc, retry=True)
+        try:
+            args, kwargs = self._decode_arguments()
+        except Exception as exc:
+            return failed(exc, retry=False)
+        running = self._running_result(task)
+        sender = _backend_class(task)
+        _send(sender, "task_started", running)
+        try:
+            value = self._call(task, running, args, kwargs)
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt fail the attempt too
+            return self._finish_failed(sender, running, exc, retry=True)
+        try:
+            return_json = return_value_as_json(value)
+        except (TypeError, ValueError) as exc:
+            return self._finish_failed(sender, running, exc, retry=False)
+        _send(sender, "task_finished", _succeeded_result(running, return_json))
+        return Succeeded(return_json)
+
+    def _resolve_task(self):
+        from django.tasks import Task
+        from django.utils.module_loading import import_string
+
+        from reproq_django.conf import is_allowed_task_path
+
+        path = self.claimed.task_path
+        allowed = self.executor.allowed_task_modules
+        if not is_allowed_task_path(path, allowed):
+            raise TaskNotAllowed(
+                f"task path {path!r} is outside ALLOWED_TASK_MODULES {list(allowed)}; it was "
+                "not imported. Add its module to REPROQ_ALLOWED_TASK_MODULES (or "
+                "--allowed-task-modules) if it is a real task."
+            )
+        target = import_string(path)
+        if not isinstance(target, Task):
+            raise NotATask(f"{path!r} is a {type(target).__name__}, not a django.tasks.Task "
+                           "(decorate the function with @task)")
+        return target
+
+    def _decode_arguments(self) -> tuple[list, dict]:
+        from reproq_django import serialization
+
+        return (serialization.decode(self.claimed.args),
+                serialization.decode(self.claimed.kwargs))
+
+    def _running_result(self, task):
+        from django.db import connections
+
+        from reproq_django.results import public_result_id, task_result_from_run
+
+        with connections[self.alias].cursor() as cursor:
+            run = queries.get_task_run(cursor, self.claimed.result_id)
+        if run is None:
+            raise TaskRunMissing(f"task {self.claimed.result_id} vanished while claimed")
+        return task_result_from_run(task, run, task.backend,
+                                    public_result_id(self.alias, run.result_id))
+
+    def _call(self, task, running, args: list, kwargs: dict) -> Any:
+        if task.takes_context:
+            return task.call(self._context(running), *args, **kwargs)
+        return task.call(*args, **kwargs)
+
+    def _context(self, running):
+        from reproq_django.results import ReproqTaskContext
+
+        return ReproqTaskContext(task_result=running, metadata=dict(running.metadata),
+                                 _saver=self._save_metadata)
+
+    def _save_metadata(self, metadata: dict) -> None:
+        from django.db import connections
+
+        with connections[self.alias].cursor() as cursor:
+            queries.save_metadata(cursor, self.claimed.result_id, self.claimed.lease_token,
+                                  metadata)
+
+    def _finish_failed(self, sender, running, exc: BaseException, retry: bool) -> Failed:
+        """Called inside the ``except`` block, so ``task_finished`` receivers (Django's own
+        logger among them) see the exception in ``sys.exc_info()``."""
+        outcome = failed(exc, retry=retry)
+        retries = retry and self.claimed.attempts < self.claimed.max_attempts
+        _send(sender, "task_finished", _failed_result(running, outcome.error, retries))
+        return outcome
+
+
+def return_value_as_json(value: Any) -> str:
+    """The JSON text stored as the return value; ``TypeError("Unsupported type: …")`` for
+    values JSON cannot carry, ``InvalidSpec`` (a ValueError) for NaN, Infinity and NUL."""
+    from django.utils.json import normalize_json
+
+    return queries.dumps_json(normalize_json(value))
+
+
+def error_of(exc: BaseException) -> dict[str, str]:
+    cls = type(exc)
+    return {
+        "exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
+        "message": str(exc),
+        "traceback": "".join(format_exception(exc)),
+    }
+
+
+def failed(exc: BaseException, retry: bool) -> Failed:
+    return Failed(error=error_of(exc), retry=retry)
+
+
+def _backend_class(task) -> type:
+    try:
+        return type(task.get_backend())
+    except Exception:
+        from reproq_django.backend import ReproqBackend
+
+        return ReproqBackend
+
+
+def _send(sender: type, signal_name: str, task_result) -> None:
+    """Send a django.tasks signal; a receiver that raises is logged, never propagated."""
+    from django.tasks import signals
+
+    signal = getattr(signals, signal_name)
+    try:
+        responses = signal.send_robust(sender, task_result=task_result)
+    except BaseException:
+        logger.exception("reproq: a %s receiver raised for task %s", signal_name, task_result.id)
+        return
+    for receiver, response in responses:
+        if isinstance(response, BaseException):
+            logger.error("reproq: %s receiver %r raised for task %s", signal_name, receiver,
+                         task_result.id, exc_info=response)
+
+
+def _succeeded_result(running, return_json: str):
+    import json
+
+    from django.tasks import TaskResultStatus
+    from django.utils import timezone
+
+    result = replace(running, status=TaskResultStatus.SUCCESSFUL, raw_status="SUCCESSFUL",
+                     finished_at=timezone.now())
+    object.__setattr__(result, "_return_value", json.loads(return_json))
+    return result
+
+
+def _failed_result(running, error: dict, retries: bool):
+    from django.tasks import TaskResultStatus
+    from django.utils import timezone
+
+    from reproq_django.results import task_error
+
+    status = "READY" if retries else "FAILED"
+    return replace(running, status=TaskResultStatus[status], raw_status=status,
+                   finished_at=None if retries else timezone.now(),
+                   errors=[*running.errors, task_error(error)])

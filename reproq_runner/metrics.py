@@ -1,0 +1,198 @@
+"""Prometheus metrics and ``/healthz`` for one runner, served on ``--metrics-addr``.
+
+Access control: with ``METRICS_AUTH_TOKEN`` set, requests need ``Authorization: Bearer <token>``
+(compared in constant time, else 401); with ``METRICS_ALLOW_CIDRS`` set (comma-separated), only
+clients from those networks are served (else 403).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge,
+                               Histogram, generate_latest)
+
+log = logging.getLogger("reproq.runner")
+
+OUTCOME_COUNTERS = ("claimed", "succeeded", "failed", "retried", "timed_out", "cancelled")
+
+
+class NullMetrics:
+    """Metrics are off (no ``--metrics-addr``): every call does nothing."""
+
+    def count(self, name: str, queue: str, task: str, amount: int = 1) -> None:
+        pass
+
+    def observe_duration(self, queue: str, task: str, seconds: float) -> None:
+        pass
+
+    def observe_claim(self, seconds: float) -> None:
+        pass
+
+    def set_running(self, count: int) -> None:
+        pass
+
+
+class RunnerMetrics(NullMetrics):
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.counters = {
+            name: Counter(f"reproq_tasks_{name}", f"Task attempts {name.replace('_', ' ')}",
+                          ["queue", "task"], registry=self.registry)
+            for name in OUTCOME_COUNTERS
+        }
+        self.duration = Histogram("reproq_task_duration_seconds", "Run time of task attempts",
+                                  ["queue", "task"], registry=self.registry)
+        self.claim_latency = Histogram(
+            "reproq_claim_seconds", "Duration of one reproq.claim call",
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+        self.running = Gauge("reproq_tasks_running", "Tasks running in child processes",
+                             registry=self.registry)
+        self._children: dict[tuple, object] = {}
+
+    def _child(self, metric, key: tuple):
+        child = self._children.get((id(metric), key))
+        if child is None:
+            child = self._children[(id(metric), key)] = metric.labels(*key)
+        return child
+
+    def count(self, name: str, queue: str, task: str, amount: int = 1) -> None:
+        self._child(self.counters[name], (queue, task)).inc(amount)
+
+    def observe_duration(self, queue: str, task: str, seconds: float) -> None:
+        self._child(self.duration, (queue, task)).observe(seconds)
+
+    def observe_claim(self, seconds: float) -> None:
+        self.claim_latency.observe(seconds)
+
+    def set_running(self, count: int) -> None:
+        self.running.set(count)
+
+
+@dataclass
+class Health:
+    """Written by the runner loop, read by the HTTP thread (plain attribute reads)."""
+
+    database_reachable: bool = False
+    schema_current: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.database_reachable and self.schema_current
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    token: str | None = None
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def from_settings(cls, token: str | None, cidrs: str | Sequence[str] | None) -> AccessPolicy:
+        if isinstance(cidrs, str):
+            cidrs = [c for c in (part.strip() for part in cidrs.split(",")) if c]
+        networks = tuple(ipaddress.ip_network(c, strict=False) for c in (cidrs or ()))
+        return cls(token or None, networks)
+
+    def refusal(self, client_ip: str, authorization: str | None) -> int | None:
+        """HTTP status refusing the request (403 wrong network, 401 bad token), or None."""
+        if self.networks and not self._allowed_network(client_ip):
+            return 403
+        if self.token is not None and not self._valid_token(authorization):
+            return 401
+        return None
+
+    def _allowed_network(self, client_ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(client_ip)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.networks)
+
+    def _valid_token(self, authorization: str | None) -> bool:
+        scheme, _, presented = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer":
+            presented = ""
+        return hmac.compare_digest(presented.strip().encode(), self.token.encode())
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """``host:port``, ``:port`` or ``[v6]:port``."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--metrics-addr must be host:port, got {addr!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def make_handler(registry: CollectorRegistry, health: Health, policy: AccessPolicy,
+                 extra: Callable[[], dict] | None = None) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            refusal = policy.refusal(self.client_address[0], self.headers.get("Authorization"))
+            if refusal is not None:
+                self._send(refusal, b"forbidden\n" if refusal == 403 else b"unauthorized\n",
+                           "text/plain", {"WWW-Authenticate": "Bearer"} if refusal == 401
+                           else {})
+                return
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                body = {"database_reachable": health.database_reachable,
+                        "schema_current": health.schema_current, **(extra() if extra else {})}
+                self._send(200 if health.ok else 503, json.dumps(body).encode() + b"\n",
+                           "application/json")
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _send(self, status: int, body: bytes, content_type: str,
+                  headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args) -> None:  # noqa: A002
+            log.debug("metrics %s %s", self.client_address[0], format % args)
+
+    return Handler
+
+
+class MetricsServer:
+    """The HTTP endpoint, in a daemon thread of the runner process."""
+
+    def __init__(self, addr: str, registry: CollectorRegistry, health: Health,
+                 policy: AccessPolicy, extra: Callable[[], dict] | None = None) -> None:
+        host, port = parse_addr(addr)
+        server_class = ThreadingHTTPServer
+        if ":" in host:
+            server_class = type("V6Server", (ThreadingHTTPServer,),
+                                {"address_family": socket.AF_INET6})
+        self.server = server_class((host, port), make_handler(registry, health, policy, extra))
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="reproq-metrics",
+                                       daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,496 @@
+"""The supervising runner: claims due tasks in batches, runs them in child processes, records
+their outcomes in batches, and keeps its leases, registry row and wake-ups alive.
+
+One thread, one event loop over: the children's result pipes, the LISTEN connection, and a
+self-pipe for signals. The claiming path lives in ``engine``, wake-ups in ``notifier``, the
+children in ``supervisor``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import selectors
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from reproq_runner import migrate, queries
+from reproq_runner.child import Assignment
+from reproq_runner.database import Database
+from reproq_runner.engine import Engine, Recorded, default_worker_id
+from reproq_runner.errors import ReproqError
+from reproq_runner.metrics import (AccessPolicy, Health, MetricsServer, NullMetrics,
+                                   RunnerMetrics)
+from reproq_runner.notifier import ListenNotifier, PollingNotifier
+from reproq_runner.outcome import Executor, Failed, Outcome, Succeeded
+from reproq_runner.queries import ClaimedTask
+from reproq_runner.supervisor import CANCELLED, STOPPED, TIMED_OUT, Child, Finished, Supervisor
+
+log = logging.getLogger("reproq.runner")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_FORCED = 1
+
+FLUSH_INTERVAL_SECONDS = 0.005  # outcomes wait at most this long to be stored together
+FLUSH_BATCH = 200
+SLOW_TASK_SECONDS = 0.02  # above this average, claiming ahead of free children does not pay
+STOP_GRACE_FOR_DATABASE_SECONDS = 10.0
+
+
+def runner_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("reproq-django")
+    except Exception:  # noqa: BLE001 - running from a checkout without metadata
+        return "0+unknown"
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    dsn: str
+    executor_factory: Callable[[], Executor]
+    queues: Sequence[str] = ("default",)
+    concurrency: int = 10
+    burst: bool = False
+    max_tasks: int | None = None
+    logs_dir: Path | None = None
+    lease_seconds: int = 60
+    shutdown_timeout: float = 30.0
+    listen: bool = True
+    metrics_addr: str | None = None
+    metrics_auth_token: str | None = None
+    metrics_allow_cidrs: str | None = None
+    worker_id: str | None = None
+    poll_interval: float = 1.0
+    heartbeat_interval: float = 1.0
+    prefetch: int | None = None  # tasks claimed ahead of free children; default: concurrency
+    start_method: str = "forkserver"
+    preload: Sequence[str] = field(default_factory=tuple)
+
+
+class Runner:
+    def __init__(self, config: RunnerConfig) -> None:
+        self.config = config
+        self.worker_id = config.worker_id or default_worker_id()
+        self.queues = tuple(config.queues)
+        self.engine = Engine(self.worker_id, self.queues, config.lease_seconds)
+        self.max_prefetch = (max(2 * config.concurrency, 64) if config.prefetch is None
+                             else config.prefetch)
+        self.average_duration = 0.0
+        self.selector = selectors.DefaultSelector()
+        self.db = Database(config.dsn, prepare=config.listen)
+        self.notifier = (ListenNotifier(config.dsn, self.queues) if config.listen
+                         else PollingNotifier())
+        self.supervisor = Supervisor(config.executor_factory, config.concurrency, self.selector,
+                                     config.start_method)
+        self.metrics = RunnerMetrics() if config.metrics_addr else NullMetrics()
+        self.health = Health()
+        self.metrics_server: MetricsServer | None = None
+
+        self.buffer: deque[Assignment] = deque()  # claimed, not yet given to a child
+        self.pending: list[tuple[ClaimedTask, Outcome]] = []  # outcomes not yet stored
+        self.pending_since = 0.0
+        self.to_release: list[ClaimedTask] = []
+        self.may_have_work = True
+        self.claimed_total = 0
+        self.signals = 0
+        self.draining = False
+        self.stop_deadline: float | None = None
+        self.next_heartbeat = 0.0
+        self.next_poll = 0.0
+        self._notifier_fd: int | None = None
+        self._wakeup_read, self._wakeup_write = os.pipe()
+        for fd in (self._wakeup_read, self._wakeup_write):
+            os.set_blocking(fd, False)
+
+    # -- top level --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped (signal, --burst, --max-tasks); returns the exit code."""
+        self._install_signal_handlers()
+        self.selector.register(self._wakeup_read, selectors.EVENT_READ, "signal")
+        try:
+            if not self._wait_for_database():
+                return EXIT_OK
+            self._check_schema()
+            self._register(self.db.connection)
+            self.db.on_connect = self._register  # again after every reconnect
+            self._start_metrics()
+            self._start_children()
+            log.info("runner started", extra={
+                "worker_id": self.worker_id, "queues": list(self.queues),
+                "concurrency": self.config.concurrency, "listen": self.config.listen,
+                "burst": self.config.burst})
+            while not self._done():
+                self.step()
+                if self.signals > 1:
+                    return self._stop_now()
+            return self._finish()
+        finally:
+            self._close()
+
+    def step(self) -> None:
+        """One turn of the loop: wait for events, then do whatever is due."""
+        for key, _ in self.selector.select(self._select_timeout()):
+            self._on_event(key.data)
+        now = time.monotonic()
+        self._keep_notifier()
+        if now >= self.next_heartbeat:
+            self._heartbeat(now)
+        self.supervisor.check_timeouts(now)
+        self._check_stop_deadline(now)
+        self._dispatch()  # first: children wait for no database call
+        self._flush(now)
+        self._maybe_start_draining()
+        if not self.draining:
+            self._maybe_claim(now)
+            self._maybe_start_draining()
+        self._dispatch()
+        self.metrics.set_running(self.supervisor.running_count())
+
+    # -- startup ----------------------------------------------------------------------------
+
+    def _wait_for_database(self) -> bool:
+        waited = False
+        while not self.db.ensure_connected():
+            if not waited:
+                log.warning("waiting for the database to accept connections")
+                waited = True
+            self._sleep_unless_signalled(self.db.seconds_until_retry())
+            if self.signals:
+                return False
+        self.health.database_reachable = True
+        return True
+
+    def _check_schema(self) -> None:
+        ok, _ = self.db.call(migrate.check_schema)
+        if not ok:
+            raise ConnectionError("the database went away during the schema check")
+        self.health.schema_current = True
+
+    def _register(self, connection) -> None:
+        with connection.cursor() as cursor:
+            queries.register_worker(cursor, self.worker_id, socket.gethostname(), os.getpid(),
+                                    self.queues, self.config.concurrency, runner_version())
+
+    def _start_metrics(self) -> None:
+        if not self.config.metrics_addr:
+            return
+        policy = AccessPolicy.from_settings(self.config.metrics_auth_token,
+                                            self.config.metrics_allow_cidrs)
+        self.metrics_server = MetricsServer(self.config.metrics_addr, self.metrics.registry,
+                                            self.health, policy,
+                                            extra=lambda: {"worker_id": self.worker_id})
+        self.metrics_server.start()
+        log.info("metrics listening on %s", self.config.metrics_addr)
+
+    def _start_children(self) -> None:
+        if self.config.start_method == "forkserver":
+            multiprocessing.set_forkserver_preload(
+                ["reproq_runner.child", *self.config.preload])
+        self.supervisor.start()
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _on_event(self, source) -> None:
+        if isinstance(source, Child):
+            self._collect(self.supervisor.on_readable(source))
+        elif source == "signal":
+            self._drain_wakeup_pipe()
+        elif source == "notify":
+            if self.notifier.wakeups():
+                self.may_have_work = True
+            self._keep_notifier()
+
+    def _collect(self, finished: list[Finished]) -> None:
+        for record in finished:
+            task = record.task
+            if record.kind == STOPPED:
+                self.to_release.append(task)
+                continue
+            if not self.pending:
+                self.pending_since = time.monotonic()
+            self.pending.append((task, record.outcome))
+            self.metrics.observe_duration(task.queue_name, task.task_path, record.duration)
+            self.average_duration += 0.1 * (record.duration - self.average_duration)
+            if record.kind == TIMED_OUT:
+                self.metrics.count("timed_out", task.queue_name, task.task_path)
+
+    def _keep_notifier(self) -> None:
+        """(Re)connect the LISTEN connection and keep its socket registered."""
+        if self.draining:
+            return
+        self.notifier.ensure_connected()
+        fd = self.notifier.fileno()
+        if fd == self._notifier_fd:
+            return
+        if self._notifier_fd is not None:
+            self._unregister(self._notifier_fd)
+        if fd is not None:
+            self.selector.register(fd, selectors.EVENT_READ, "notify")
+            if self.notifier.wakeups():
+                self.may_have_work = True
+        self._notifier_fd = fd
+
+    def _unregister(self, fd: int) -> None:
+        try:
+            self.selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+
+    # -- the database side ------------------------------------------------------------------
+
+    def _heartbeat(self, now: float) -> None:
+        self.next_heartbeat = now + self.config.heartbeat_interval
+        ok, cancel_requested = self.db.call(self.engine.heartbeat)
+        self.health.database_reachable = ok
+        if ok and cancel_requested:
+            self._cancel(set(cancel_requested))
+
+    def _cancel(self, result_ids: set[int]) -> None:
+        waiting = [a for a in self.buffer if a.task.result_id in result_ids]
+        for assignment in waiting:
+            self.buffer.remove(assignment)
+            self.to_release.append(assignment.task)  # release() records CANCELLED
+        for result_id in self.supervisor.cancel(result_ids):
+            log.info("task %s cancelled while running", result_id)
+
+    def _flush(self, now: float) -> None:
+        if self.to_release:
+            self._release()
+        if self.pending and self._flush_due(now):
+            self._record()
+
+    def _flush_due(self, now: float) -> bool:
+        return (len(self.pending) >= FLUSH_BATCH or self.draining
+                or now - self.pending_since >= FLUSH_INTERVAL_SECONDS
+                or self.supervisor.running_count() == 0)
+
+    def _release(self) -> None:
+        ok, released = self.db.call(self.engine.release, self.to_release)
+        if ok:
+            log.info("handed %d task(s) back to the queue", len(released))
+            self.to_release = []
+
+    def _record(self) -> None:
+        successes = [(t, o) for t, o in self.pending if isinstance(o, Succeeded)]
+        failures = [(t, o) for t, o in self.pending if isinstance(o, Failed)]
+        unstored = []
+        if successes:
+            ok, recorded = self._store(successes)
+            if ok:
+                self._count(recorded)
+            else:
+                unstored.extend(successes)
+        for item in failures:
+            ok, recorded = (False, None) if unstored else self._store([item])
+            if ok:
+                self._count(recorded)
+            else:
+                unstored.append(item)
+        self.pending = unstored
+
+    def _store(self, outcomes: list[tuple[ClaimedTask, Outcome]]) -> tuple[bool, Recorded | None]:
+        try:
+            return self.db.call(self.engine.record, outcomes)
+        except ReproqError as exc:
+            log.error("could not record outcome of task(s) %s: %s",
+                      [t.result_id for t, _ in outcomes], exc)
+            return True, Recorded()
+
+    def _count(self, recorded: Recorded) -> None:
+        for task in recorded.succeeded:
+            self.metrics.count("succeeded", task.queue_name, task.task_path)
+        for task, status in recorded.failed:
+            name = {"READY": "retried", "CANCELLED": "cancelled"}.get(status, "failed")
+            self.metrics.count(name, task.queue_name, task.task_path)
+            if status != "READY" or task.attempts >= task.max_attempts:
+                log.info("task %s %s", task.result_id, status.lower(),
+                         extra={"task_path": task.task_path, "attempt": task.attempts})
+
+    def _maybe_claim(self, now: float) -> None:
+        if now >= self.next_poll:
+            self.next_poll = now + self.config.poll_interval
+            self.may_have_work = True
+        if not self.may_have_work:
+            return
+        prefetch = self._prefetch()
+        free = len(self.supervisor.idle_children()) + prefetch - len(self.buffer)
+        if self.config.max_tasks is not None:
+            free = min(free, self.config.max_tasks - self.claimed_total)
+        if free <= 0 or len(self.buffer) > prefetch // 2:
+            return
+        started = time.perf_counter()
+        ok, tasks = self.db.call(self.engine.claim, free)
+        if not ok:
+            return
+        self.metrics.observe_claim(time.perf_counter() - started)
+        self.may_have_work = len(tasks) == free
+        self.claimed_total += len(tasks)
+        self.buffer.extend(self._assignments(tasks))
+        for task in tasks:
+            self.metrics.count("claimed", task.queue_name, task.task_path)
+
+    def _prefetch(self) -> int:
+        """Tasks to hold beyond free children: many while tasks are short (the claim round
+        trip would idle the children), none once they are slow (a long task should not wait
+        here while another runner has free children)."""
+        return self.max_prefetch if self.average_duration < SLOW_TASK_SECONDS else 0
+
+    def _assignments(self, tasks: list[ClaimedTask]) -> list[Assignment]:
+        if self.config.logs_dir is None or not tasks:
+            return [Assignment(task) for task in tasks]
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        folder = Path(self.config.logs_dir).resolve() / day
+        paths = [str(folder / f"{t.result_id}-attempt-{t.attempts}.log") for t in tasks]
+        self.db.call(self.engine.set_logs_uris,
+                     [(t, Path(p).as_uri()) for t, p in zip(tasks, paths)])
+        return [Assignment(task, path) for task, path in zip(tasks, paths)]
+
+    def _dispatch(self) -> None:
+        if not self.buffer:
+            return
+        for child in self.supervisor.idle_children():
+            if not self.buffer:
+                break
+            self.supervisor.assign(child, self.buffer.popleft())
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.signals += 1
+        try:
+            os.write(self._wakeup_write, b"s")
+        except OSError:
+            pass
+
+    def _drain_wakeup_pipe(self) -> None:
+        try:
+            while os.read(self._wakeup_read, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _sleep_unless_signalled(self, seconds: float) -> None:
+        for key, _ in self.selector.select(max(0.0, seconds)):
+            if key.data == "signal":
+                self._drain_wakeup_pipe()
+
+    def _maybe_start_draining(self) -> None:
+        if self.draining:
+            return
+        if self.signals:
+            self._start_draining("signal received", self.config.shutdown_timeout)
+            self.to_release.extend(a.task for a in self.buffer)  # never started: no attempt
+            self.buffer.clear()
+        elif self.config.max_tasks is not None and self.claimed_total >= self.config.max_tasks:
+            self._start_draining("--max-tasks reached", None)
+        elif self.config.burst and self._idle() and not self.may_have_work:
+            self._start_draining("--burst: nothing left that is due", None)
+
+    def _idle(self) -> bool:
+        return (not self.buffer and self.supervisor.running_count() == 0
+                and self.supervisor.starting_count() == 0)
+
+    def _start_draining(self, reason: str, timeout: float | None) -> None:
+        log.info("stopping: %s; no more claims", reason,
+                 extra={"running": self.supervisor.running_count()})
+        self.draining = True
+        if timeout is not None:
+            self.stop_deadline = time.monotonic() + timeout
+        self.notifier.close()
+        if self._notifier_fd is not None:
+            self._unregister(self._notifier_fd)
+            self._notifier_fd = None
+        self._flush(time.monotonic())
+
+    def _check_stop_deadline(self, now: float) -> None:
+        if self.stop_deadline is not None and now >= self.stop_deadline:
+            if self.supervisor.running_count():
+                log.warning("shutdown timeout reached: stopping %d running task(s); they go "
+                            "back to the queue", self.supervisor.running_count())
+                self.supervisor.stop_running()
+
+    def _done(self) -> bool:
+        if not self.draining:
+            return False
+        if self.supervisor.running_count() or self.buffer:
+            return False
+        if not self.pending and not self.to_release:
+            return True
+        give_up_at = (self.stop_deadline or time.monotonic()) + STOP_GRACE_FOR_DATABASE_SECONDS
+        if self.stop_deadline is not None and time.monotonic() > give_up_at:
+            log.error("database unavailable: %d outcome(s) and %d hand-back(s) not stored; "
+                      "their leases will expire", len(self.pending), len(self.to_release))
+            return True
+        return False
+
+    def _finish(self) -> int:
+        self.supervisor.close_all(timeout=5)
+        self.db.call(queries.unregister_worker, self.worker_id)
+        log.info("runner stopped", extra={"worker_id": self.worker_id})
+        return EXIT_OK
+
+    def _stop_now(self) -> int:
+        """Second signal: kill the children, hand their tasks back, exit."""
+        log.warning("second signal: stopping at once")
+        self.supervisor.stopping = True
+        self.supervisor.kill_all()
+        deadline = time.monotonic() + 5
+        while self.supervisor.children and time.monotonic() < deadline:
+            for key, _ in self.selector.select(0.1):
+                if isinstance(key.data, Child):
+                    self._collect(self.supervisor.on_readable(key.data))
+        self.to_release.extend(a.task for a in self.buffer)
+        self.buffer.clear()
+        self.draining = True
+        self._release()
+        self._record()
+        self.db.call(queries.unregister_worker, self.worker_id)
+        return EXIT_FORCED
+
+    def _select_timeout(self) -> float:
+        now = time.monotonic()
+        candidates = [self.next_heartbeat - now]
+        if not self.draining:
+            candidates.append(self.next_poll - now)
+            retry = self.notifier.seconds_until_retry()
+            if retry is not None:
+                candidates.append(retry)
+        if self.pending:
+            candidates.append(self.pending_since + FLUSH_INTERVAL_SECONDS - now)
+        if not self.db.healthy and (self.pending or self.to_release):
+            candidates.append(self.db.seconds_until_retry())
+        if self.stop_deadline is not None:
+            candidates.append(self.stop_deadline - now)
+        timeout = self.supervisor.next_timeout_in(now)
+        if timeout is not None:
+            candidates.append(timeout)
+        if self.draining and not self.supervisor.running_count():
+            candidates.append(0.05)
+        return max(0.0, min(candidates))
+
+    def _close(self) -> None:
+        if self.supervisor.children:
+            self.supervisor.kill_all()
+            self.supervisor.close_all(timeout=1)
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        self.notifier.close()
+        self.db.close()
+        self.selector.close()
+        for fd in (self._wakeup_read, self._wakeup_write):
+            os.close(fd)

@@ -1,0 +1,300 @@
+"""Child processes of one runner: start them, hand each one task at a time, stop a task by
+killing its child, notice crashes, and replace children that died.
+
+The supervisor knows nothing about the database: the runner gives it claimed tasks and gets
+back :class:`Finished` records (outcome of a task, or the failure the supervisor observed).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import selectors
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from reproq_runner import child as child_module
+from reproq_runner.child import Assignment, Done, Ready, SetupFailed
+from reproq_runner.outcome import Executor, Failed, Outcome
+from reproq_runner.queries import ClaimedTask
+from reproq_runner.wire import FrameReader, write_frame
+
+log = logging.getLogger("reproq.runner")
+
+# Why a child was killed on purpose, as the kind recorded for its task.
+TIMED_OUT = "timed_out"
+CANCELLED = "cancelled"
+CRASHED = "crashed"
+STOPPED = "stopped"  # shutdown: the task is handed back, not failed
+COMPLETED = "completed"
+
+
+class ChildSetupError(RuntimeError):
+    """A child process could not set its executor up (bad settings, import error...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """One task attempt that ended in a child (or with its child)."""
+
+    task: ClaimedTask
+    outcome: Outcome | None  # None when kind is STOPPED: hand the task back
+    kind: str
+    duration: float
+
+
+@dataclass(eq=False)
+class Child:
+    process: multiprocessing.process.BaseProcess
+    task_fd: int
+    reader: FrameReader
+    ready: bool = False
+    current: ClaimedTask | None = None
+    started: float = 0.0
+    kill_kind: str | None = None
+    exited: bool = False
+    spawned_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+class Supervisor:
+    """A fixed number of children, each running at most one task at a time."""
+
+    def __init__(self, executor_factory: Callable[[], Executor], size: int,
+                 selector: selectors.BaseSelector, start_method: str = "forkserver") -> None:
+        self.executor_factory = executor_factory
+        self.size = size
+        self.selector = selector
+        self.context = multiprocessing.get_context(start_method)
+        self.children: list[Child] = []
+        self.stopping = False
+        self.ever_ready = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for _ in range(self.size):
+            self._spawn()
+
+    def _spawn(self) -> Child:
+        task_read, task_write = self.context.Pipe(duplex=False)
+        result_read, result_write = self.context.Pipe(duplex=False)
+        process = self.context.Process(
+            target=child_module.main, name="reproq-child", daemon=True,
+            args=(self.executor_factory, task_read, result_write),
+        )
+        process.start()
+        task_read.close()
+        result_write.close()
+        task_fd = os.dup(task_write.fileno())
+        result_fd = os.dup(result_read.fileno())
+        task_write.close()
+        result_read.close()
+        os.set_blocking(result_fd, False)
+        child = Child(process, task_fd, FrameReader(result_fd))
+        self.children.append(child)
+        self.selector.register(result_fd, selectors.EVENT_READ, child)
+        return child
+
+    def close_all(self, timeout: float) -> None:
+        """Let idle children exit (closed task pipe); kill what remains after ``timeout``."""
+        self.stopping = True
+        for child in self.children:
+            self._close_task_pipe(child)
+        deadline = time.monotonic() + timeout
+        for child in list(self.children):
+            child.process.join(max(0.0, deadline - time.monotonic()))
+            if child.process.is_alive():
+                self._signal(child, signal.SIGKILL)
+                child.process.join(5)
+            self._forget(child)
+
+    # -- capacity and dispatch --------------------------------------------------------------
+
+    def idle_children(self) -> list[Child]:
+        return [c for c in self.children if c.ready and c.current is None and not c.exited
+                and c.kill_kind is None]
+
+    def busy_children(self) -> list[Child]:
+        return [c for c in self.children if c.current is not None]
+
+    def running_count(self) -> int:
+        return sum(1 for c in self.children if c.current is not None)
+
+    def starting_count(self) -> int:
+        return sum(1 for c in self.children if not c.ready and not c.exited)
+
+    def assign(self, child: Child, assignment: Assignment) -> None:
+        child.current = assignment.task
+        child.started = time.monotonic()
+        try:
+            write_frame(child.task_fd, [assignment])
+        except OSError:
+            # The child is gone; its end-of-file on the result pipe reports the crash.
+            log.warning("child %s is gone before it got task %s", child.pid,
+                        assignment.task.result_id)
+
+    # -- stopping tasks ---------------------------------------------------------------------
+
+    def check_timeouts(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for child in self.busy_children():
+            if child.kill_kind is None and now - child.started > child.current.timeout_seconds:
+                log.warning("task %s ran past its timeout of %s s: killing child %s",
+                            child.current.result_id, child.current.timeout_seconds, child.pid)
+                self.kill(child, TIMED_OUT)
+
+    def next_timeout_in(self, now: float | None = None) -> float | None:
+        now = time.monotonic() if now is None else now
+        deadlines = [c.started + c.current.timeout_seconds - now for c in self.busy_children()
+                     if c.kill_kind is None]
+        return max(0.0, min(deadlines)) if deadlines else None
+
+    def cancel(self, result_ids: set[int]) -> set[int]:
+        """Kill the children running these tasks; returns the ids found running."""
+        found = set()
+        for child in self.busy_children():
+            if child.current.result_id in result_ids and child.kill_kind is None:
+                log.info("task %s was cancelled: killing child %s", child.current.result_id,
+                         child.pid)
+                self.kill(child, CANCELLED)
+                found.add(child.current.result_id)
+        return found
+
+    def stop_running(self) -> None:
+        """Shutdown deadline passed: kill every child still running a task."""
+        for child in self.busy_children():
+            if child.kill_kind is None:
+                self.kill(child, STOPPED)
+
+    def kill(self, child: Child, kind: str) -> None:
+        child.kill_kind = kind
+        self._signal(child, signal.SIGKILL)
+
+    def kill_all(self) -> None:
+        for child in self.children:
+            if child.kill_kind is None:
+                child.kill_kind = STOPPED
+            self._signal(child, signal.SIGKILL)
+
+    # -- results ----------------------------------------------------------------------------
+
+    def on_readable(self, child: Child) -> list[Finished]:
+        """Read what ``child`` wrote; on end-of-file, settle its task and replace it."""
+        finished = []
+        for message in child.reader.read_available():
+            record = self._on_message(child, message)
+            if record is not None:
+                finished.append(record)
+        if child.reader.closed:
+            record = self._on_exit(child)
+            if record is not None:
+                finished.append(record)
+        return finished
+
+    def _on_message(self, child: Child, message) -> Finished | None:
+        if isinstance(message, Done):
+            return self._on_done(child, message)
+        if isinstance(message, Ready):
+            child.ready = True
+            self.ever_ready = True
+            return None
+        if isinstance(message, SetupFailed):
+            raise ChildSetupError(f"a child process could not start:\n{message.traceback}")
+        log.error("unexpected message from child %s: %r", child.pid, message)
+        return None
+
+    def _on_done(self, child: Child, done: Done) -> Finished | None:
+        task = child.current
+        if task is None or task.result_id != done.result_id:
+            log.error("child %s reported task %s it was not running", child.pid,
+                      done.result_id)
+            return None
+        child.current = None
+        if child.kill_kind is not None:
+            child.kill_kind = COMPLETED  # it finished first; the kill only ends the process
+        return Finished(task, done.outcome, COMPLETED, done.finished - done.started)
+
+    def _on_exit(self, child: Child) -> Finished | None:
+        child.process.join(5)
+        exitcode = child.process.exitcode
+        task, kind = child.current, child.kill_kind
+        self._forget(child)
+        if not self.ever_ready and not child.ready and not self.stopping:
+            raise ChildSetupError(f"a child process exited during setup ({_describe(exitcode)})")
+        if not self.stopping:
+            self._spawn()
+        if task is None:
+            if kind is None:
+                log.warning("idle child %s exited (%s); replaced", child.pid,
+                            _describe(exitcode))
+            return None
+        duration = time.monotonic() - child.started
+        return Finished(task, _failure_for(kind, task, exitcode, duration), kind or CRASHED,
+                        duration)
+
+    def _forget(self, child: Child) -> None:
+        if child.exited:
+            return
+        child.exited = True
+        try:
+            self.selector.unregister(child.reader.fd)
+        except (KeyError, ValueError):
+            pass
+        self._close_task_pipe(child)
+        os.close(child.reader.fd)
+        self.children.remove(child)
+
+    @staticmethod
+    def _close_task_pipe(child: Child) -> None:
+        if child.task_fd >= 0:
+            os.close(child.task_fd)
+            child.task_fd = -1
+
+    @staticmethod
+    def _signal(child: Child, signum: int) -> None:
+        try:
+            os.kill(child.pid, signum)
+        except (ProcessLookupError, TypeError):
+            pass
+
+
+def _failure_for(kind: str | None, task: ClaimedTask, exitcode: int | None,
+                 duration: float) -> Failed | None:
+    if kind == STOPPED:
+        return None
+    if kind == TIMED_OUT:
+        return Failed({
+            "exception_class_path": "reproq.TaskTimeout",
+            "message": f"task exceeded its timeout of {task.timeout_seconds} s and was killed "
+                       f"after {duration:.1f} s",
+            "traceback": "",
+        })
+    if kind == CANCELLED:
+        return Failed({
+            "exception_class_path": "reproq.TaskCancelled",
+            "message": "cancellation was requested while the task ran; it was killed",
+            "traceback": "",
+        }, retry=False)
+    return Failed({
+        "exception_class_path": "reproq.WorkerCrashed",
+        "message": f"the process running this task died ({_describe(exitcode)}); "
+                   "the runner replaced it",
+        "traceback": "",
+    })
+
+
+def _describe(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "exit status unknown"
+    if exitcode < 0:
+        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else "?"
+        hint = ", perhaps the out-of-memory killer" if -exitcode == signal.SIGKILL else ""
+        return f"killed by signal {-exitcode} ({name}{hint})"
+    return f"exit code {exitcode}"

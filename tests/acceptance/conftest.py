@@ -1,0 +1,109 @@
+"""Real runner processes against the session's PostgreSQL cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from reproq_runner import queries
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = "tests.testapp.runner_tasks"
+ALLOWED = f"{TASKS},tests.testapp.tasks"
+
+
+def task_path(name: str) -> str:
+    return f"{TASKS}.{name}"
+
+
+def wait_for(condition, timeout: float = 30.0, interval: float = 0.02, message: str = ""):
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {message or condition}")
+        time.sleep(interval)
+
+
+class RunnerProcess:
+    def __init__(self, process: subprocess.Popen, log_path: Path, worker_id: str) -> None:
+        self.process = process
+        self.log_path = log_path
+        self.worker_id = worker_id
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"runner {self.worker_id} did not exit; its log:\n{self.log()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+
+def runner_env(dsn: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env["REPROQ_TEST_DATABASE"] = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@pytest.fixture
+def start_runner(dsn, tmp_path):
+    """Start ``python -m reproq_runner worker`` (or another command line) on the test DB."""
+    started: list[RunnerProcess] = []
+
+    def _start(*flags: str, worker_id: str | None = None, command: list[str] | None = None,
+               with_dsn: bool = True, env: dict | None = None) -> RunnerProcess:
+        worker_id = worker_id or f"runner-{len(started) + 1}"
+        log_path = tmp_path / f"{worker_id}.log"
+        base = command or [sys.executable, "-m", "reproq_runner", "worker"]
+        args = [*base, *(["--dsn", dsn] if with_dsn else []), "--worker-id", worker_id,
+                "--allowed-task-modules", ALLOWED, "--log-format", "text", *flags]
+        with open(log_path, "w") as log_file:
+            process = subprocess.Popen(args, cwd=ROOT, env={**runner_env(dsn), **(env or {})},
+                                       stdout=log_file, stderr=subprocess.STDOUT)
+        runner = RunnerProcess(process, log_path, worker_id)
+        started.append(runner)
+        return runner
+
+    yield _start
+    for runner in started:
+        runner.stop()
+
+
+def enqueue(cur, name: str, args=(), **options) -> int:
+    options.setdefault("dedup", False)
+    return queries.enqueue(cur, task_path(name), list(args), **options)
+
+
+def status_of(cur, result_id: int) -> str:
+    return queries.get_task_run(cur, result_id).status
+
+
+def worker_registered(cur, worker_id: str) -> bool:
+    cur.execute("select 1 from reproq.workers where worker_id = %s", (worker_id,))
+    return cur.fetchone() is not None

@@ -1,0 +1,137 @@
+"""Tasks that crash, hang, get cancelled or refused, and runners that get killed or stopped:
+the runner process survives and every task ends in the state the rules give it."""
+
+import signal
+from pathlib import Path
+
+from reproq_runner import queries
+from tests.acceptance.conftest import enqueue, status_of, task_path, wait_for
+
+
+def last_error(cur, result_id):
+    return queries.get_task_run(cur, result_id).errors_json[-1]
+
+
+def assert_runner_still_works(cur):
+    probe = enqueue(cur, "echo", [{"probe": True}])
+    wait_for(lambda: status_of(cur, probe) == "SUCCESSFUL", message="probe task after failure")
+
+
+def test_sigkilled_runner_task_is_finished_by_another_runner(cur, start_runner, tmp_path):
+    marker = tmp_path / "started"
+    result_id = enqueue(cur, "sleep_once", [60, str(marker)], max_attempts=2)
+    doomed = start_runner("--lease-seconds", "2")
+    wait_for(marker.exists, message="task start in the first runner")
+    doomed.signal(signal.SIGKILL)
+    doomed.wait()
+    rescuer = start_runner("--lease-seconds", "2")
+    wait_for(lambda: status_of(cur, result_id) == "SUCCESSFUL", message="rescue")
+    run = queries.get_task_run(cur, result_id)
+    assert run.attempts == 2 and run.worker_ids == [doomed.worker_id, rescuer.worker_id]
+    assert run.return_json == {"attempt": 2}
+    assert run.errors_json[0]["exception_class_path"] == "reproq.LeaseExpired"
+
+
+def test_sigterm_finishes_short_tasks_and_hands_back_long_ones(cur, start_runner, tmp_path):
+    short_marker, long_marker = tmp_path / "short", tmp_path / "long"
+    short = enqueue(cur, "sleep", [1, str(short_marker)])
+    long = enqueue(cur, "sleep", [600, str(long_marker)])
+    runner = start_runner("--concurrency", "2", "--shutdown-timeout", "8")
+    wait_for(lambda: short_marker.exists() and long_marker.exists(), message="both started")
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0, runner.log()
+    assert status_of(cur, short) == "SUCCESSFUL"
+    handed_back = queries.get_task_run(cur, long)
+    assert (handed_back.status, handed_back.attempts, handed_back.worker_ids) == ("READY", 0, [])
+    assert handed_back.errors_json == []
+
+
+def test_second_signal_stops_at_once(cur, start_runner, tmp_path):
+    marker = tmp_path / "started"
+    result_id = enqueue(cur, "sleep", [600, str(marker)])
+    runner = start_runner("--shutdown-timeout", "600")
+    wait_for(marker.exists, message="task start")
+    runner.signal(signal.SIGTERM)
+    wait_for(lambda: "no more claims" in runner.log(), message="graceful stop begun")
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 1
+    run = queries.get_task_run(cur, result_id)
+    assert (run.status, run.attempts) == ("READY", 0)
+
+
+def test_timeout_kills_the_task(cur, start_runner):
+    result_id = enqueue(cur, "sleep", [600], timeout_seconds=1, max_attempts=1)
+    start_runner("--concurrency", "1")
+    wait_for(lambda: status_of(cur, result_id) == "FAILED", message="timeout")
+    error = last_error(cur, result_id)
+    assert error["exception_class_path"] == "reproq.TaskTimeout"
+    assert "timeout of 1 s" in error["message"]
+    assert_runner_still_works(cur)
+
+
+def test_timeout_follows_retry_rules(cur, start_runner):
+    result_id = enqueue(cur, "sleep", [600], timeout_seconds=1, max_attempts=2)
+    start_runner("--concurrency", "1")
+    wait_for(lambda: len(queries.get_task_run(cur, result_id).errors_json) == 1,
+             message="first timeout")
+    assert queries.get_task_run(cur, result_id).status in ("READY", "RUNNING")
+
+
+def test_cancel_of_a_running_task_kills_it(cur, start_runner, tmp_path):
+    marker = tmp_path / "started"
+    result_id = enqueue(cur, "sleep", [600, str(marker)])
+    start_runner("--concurrency", "1")
+    wait_for(marker.exists, message="task start")
+    assert queries.cancel(cur, result_id) == "RUNNING"
+    wait_for(lambda: status_of(cur, result_id) == "CANCELLED", timeout=15,
+             message="cancellation")
+    run = queries.get_task_run(cur, result_id)
+    assert run.errors_json[-1]["exception_class_path"] == "reproq.TaskCancelled"
+    assert run.finished_at is not None
+    assert_runner_still_works(cur)
+
+
+def test_crashing_children_fail_only_their_task(cur, start_runner):
+    exits = enqueue(cur, "exit_process", [7], max_attempts=1)
+    segfaults = enqueue(cur, "segfault", max_attempts=1)
+    system_exit = enqueue(cur, "raise_system_exit", max_attempts=1)
+    fine = [enqueue(cur, "echo", [i]) for i in range(5)]
+    start_runner("--concurrency", "2")
+    wait_for(lambda: {status_of(cur, i) for i in (exits, segfaults, system_exit)} == {"FAILED"},
+             message="crashes recorded")
+    assert "exit code 7" in last_error(cur, exits)["message"]
+    assert "SIGSEGV" in last_error(cur, segfaults)["message"]
+    assert last_error(cur, exits)["exception_class_path"] == "reproq.WorkerCrashed"
+    assert last_error(cur, system_exit)["exception_class_path"] == "builtins.SystemExit"
+    wait_for(lambda: {status_of(cur, i) for i in fine} == {"SUCCESSFUL"}, message="others")
+    assert_runner_still_works(cur)
+
+
+def test_child_crash_is_retried_when_attempts_remain(cur, start_runner):
+    result_id = enqueue(cur, "exit_process", [3], max_attempts=2)
+    start_runner("--concurrency", "1")
+    wait_for(lambda: len(queries.get_task_run(cur, result_id).errors_json) >= 1,
+             message="first crash")
+    assert queries.get_task_run(cur, result_id).status in ("READY", "RUNNING", "FAILED")
+
+
+def test_raw_sql_row_outside_the_allow_list_never_runs(cur, start_runner, tmp_path):
+    target = tmp_path / "pwned"
+    cur.execute("select reproq.enqueue('os.system', jsonb_build_object('args',"
+                " jsonb_build_array(%s::text), 'kwargs', '{}'::jsonb))",
+                (f"touch {target}",))
+    result_id = cur.fetchone()[0]
+    runner = start_runner("--burst")
+    assert runner.wait() == 0, runner.log()
+    run = queries.get_task_run(cur, result_id)
+    assert run.status == "FAILED" and run.attempts == 1  # refused for good, no retry
+    assert "not imported" in run.errors_json[-1]["message"]
+    assert not Path(target).exists()
+
+
+def test_allow_list_flag_limits_task_modules(cur, start_runner):
+    result_id = enqueue(cur, "echo", [1])
+    runner = start_runner("--burst", "--allowed-task-modules", "tests.testapp.tasks")
+    assert runner.wait() == 0, runner.log()
+    run = queries.get_task_run(cur, result_id)
+    assert run.status == "FAILED" and task_path("echo") in run.errors_json[-1]["message"]

@@ -1,0 +1,69 @@
+"""Many tasks, several runners, and a PostgreSQL restart under a running runner."""
+
+import pytest
+
+from reproq_runner import queries
+from tests import pg
+from tests.acceptance.conftest import task_path, wait_for
+
+
+def enqueue_noops(cur, count: int, queue_name: str = "default") -> list[int]:
+    items = [queries.task_item(task_path("echo"), [i], queue_name=queue_name, dedup=False)
+             for i in range(count)]
+    return [row.result_id for row in queries.enqueue_many(cur, items)]
+
+
+def all_successful_once(cur, ids):
+    cur.execute("select count(*) filter (where status = 'SUCCESSFUL' and attempts = 1"
+                " and cardinality(worker_ids) = 1), count(*) from reproq.task_runs"
+                " where result_id = any(%s)", (ids,))
+    return cur.fetchone()
+
+
+@pytest.mark.slow
+def test_two_runners_run_each_of_2000_tasks_exactly_once(cur, start_runner):
+    ids = enqueue_noops(cur, 2000)
+    first = start_runner("--burst", "--concurrency", "4")
+    second = start_runner("--burst", "--concurrency", "4")
+    assert first.wait(240) == 0, first.log()
+    assert second.wait(240) == 0, second.log()
+    assert all_successful_once(cur, ids) == (2000, 2000)
+    runs = queries.get_task_runs(cur, ids)
+    assert [r.return_json for r in runs] == list(range(2000))
+    assert {r.worker_ids[0] for r in runs} <= {first.worker_id, second.worker_id}
+
+
+@pytest.mark.slow
+def test_runner_survives_a_postgresql_restart(dsn, connect, start_runner):
+    with connect().cursor() as cur:
+        before = enqueue_noops(cur, 50)
+    runner = start_runner("--concurrency", "2", "--poll-interval", "0.2")
+    with connect().cursor() as cur:
+        wait_for(lambda: all_successful_once(cur, before)[0] == 50, message="first batch")
+    pg.cluster().restart()
+    with connect().cursor() as cur:
+        after = enqueue_noops(cur, 50, queue_name="default")
+        wait_for(lambda: all_successful_once(cur, after)[0] == 50, timeout=60,
+                 message="tasks enqueued after the restart")
+        cur.execute("select count(*) from reproq.workers where worker_id = %s",
+                    (runner.worker_id,))
+        assert cur.fetchone()[0] == 1
+    assert runner.process.poll() is None, runner.log()
+    assert "connection lost" in runner.log()
+
+
+@pytest.mark.slow
+def test_restart_while_tasks_run_loses_nothing(dsn, connect, start_runner, tmp_path):
+    with connect().cursor() as cur:
+        items = [queries.task_item(task_path("sleep"), [0.05, str(tmp_path / f"m{i}")],
+                                   dedup=False) for i in range(100)]
+        ids = [row.result_id for row in queries.enqueue_many(cur, items)]
+    runner = start_runner("--concurrency", "4", "--poll-interval", "0.2")
+    wait_for(lambda: len(list(tmp_path.glob("m*"))) >= 10, message="some tasks started")
+    pg.cluster().restart()
+    with connect().cursor() as cur:
+        wait_for(lambda: queries.status_counts(cur).get("SUCCESSFUL", 0) == 100, timeout=90,
+                 message="every task finished")
+        runs = queries.get_task_runs(cur, ids)
+    assert {r.status for r in runs} == {"SUCCESSFUL"}
+    assert runner.process.poll() is None

@@ -1,0 +1,97 @@
+"""reproq_runner.migrate: idempotence, checksums, the stale-schema guard, the snapshot."""
+
+import psycopg
+import pytest
+
+from reproq_runner import migrate
+from reproq_runner.errors import MigrationChecksumMismatch, SchemaOutdated
+from tests.migrations.helpers import ROOT, dump, recorded, run
+
+EVERY_VERSION = [m.version for m in migrate.available_migrations()]
+
+
+def test_applier_is_idempotent(empty_dsn):
+    assert [m.version for m in migrate.migrate_dsn(empty_dsn)] == EVERY_VERSION
+    first = dump(empty_dsn)
+    assert migrate.migrate_dsn(empty_dsn) == []
+    assert dump(empty_dsn) == first
+    assert [v for v, _ in recorded(empty_dsn)] == EVERY_VERSION
+
+
+def test_each_file_is_recorded_with_its_name_and_checksum(empty_dsn):
+    migrate.migrate_dsn(empty_dsn)
+    with psycopg.connect(empty_dsn) as conn:
+        rows = conn.execute("select version, name, checksum from reproq.schema_migrations"
+                            " order by version").fetchall()
+    assert rows == [(m.version, m.name, m.checksum) for m in migrate.available_migrations()]
+
+
+def test_applying_in_steps_converges_on_the_same_schema(empty_dsn, dsn):
+    migrate.migrate_dsn(empty_dsn, up_to=1)
+    assert [v for v, _ in recorded(empty_dsn)] == [1]
+    migrate.migrate_dsn(empty_dsn)
+    assert dump(empty_dsn) == dump(dsn)
+
+
+def test_a_failing_migration_leaves_nothing_behind(empty_dsn):
+    with psycopg.connect(empty_dsn) as conn:
+        # Simulate a clash half-way through 0002: its first object already exists.
+        conn.execute("create schema reproq")
+        conn.execute("create table reproq.task_runs (x integer)")
+    with pytest.raises(psycopg.errors.DuplicateTable):
+        migrate.migrate_dsn(empty_dsn)
+    with psycopg.connect(empty_dsn) as conn:
+        assert conn.execute("select to_regclass('reproq.schema_migrations')").fetchone() == (
+            None,)
+
+
+@pytest.fixture
+def tampered(dsn):
+    with psycopg.connect(dsn) as conn:
+        conn.execute("update reproq.schema_migrations set checksum = repeat('0', 64)"
+                     " where version = 1")
+    return dsn
+
+
+def test_checksum_mismatch_is_refused_naming_the_file(tampered):
+    with pytest.raises(MigrationChecksumMismatch, match=r"sql/migrations/0001_create_schema\.sql"):
+        migrate.migrate_dsn(tampered)
+    with psycopg.connect(tampered) as conn, pytest.raises(MigrationChecksumMismatch,
+                                                          match="must never be edited"):
+        migrate.check_schema(conn.cursor())
+
+
+def test_checksum_mismatch_fails_the_cli_with_the_file_name(tampered):
+    result = run(["-m", "reproq_runner", "migrate", "--dsn", tampered], tampered)
+    assert result.returncode == 1
+    assert "0001_create_schema.sql differs from the copy applied" in result.stderr
+
+
+def test_check_schema_accepts_a_current_schema(dsn):
+    with psycopg.connect(dsn) as conn:
+        migrate.check_schema(conn.cursor())
+
+
+@pytest.mark.parametrize("up_to", [0, 1])
+def test_check_schema_refuses_an_outdated_schema_with_the_fix(empty_dsn, up_to):
+    if up_to:
+        migrate.migrate_dsn(empty_dsn, up_to=up_to)
+    with psycopg.connect(empty_dsn) as conn, pytest.raises(SchemaOutdated) as info:
+        migrate.check_schema(conn.cursor())
+    message = str(info.value)
+    assert f"at version {up_to} but this code needs {EVERY_VERSION[-1]}" in message
+    assert "python -m reproq_runner migrate" in message and "migrate-worker" in message
+
+
+def test_schema_snapshot_equals_all_migrations_applied(empty_dsn):
+    migrate.migrate_dsn(empty_dsn)
+    snapshot = (ROOT / "sql" / "schema.sql").read_text(encoding="utf-8")
+    assert dump(empty_dsn) == snapshot, (
+        "sql/schema.sql is stale: run `.venv/bin/python -m reproq_runner dump-schema"
+        " > sql/schema.sql`")
+
+
+def test_migration_files_are_numbered_without_gaps():
+    files = sorted(p.name for p in (ROOT / "sql" / "migrations").iterdir())
+    assert files == [m.path.name for m in migrate.available_migrations()]
+    assert EVERY_VERSION == list(range(1, len(files) + 1))

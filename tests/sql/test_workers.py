@@ -1,0 +1,44 @@
+"""reproq.register_worker and reproq.unregister_worker."""
+
+import psycopg
+import pytest
+
+from reproq_runner import queries
+from tests.sql.helpers import T0, at
+
+
+def workers(cur):
+    cur.execute("select worker_id, hostname, pid, queues, concurrency, version, started_at,"
+                " last_seen_at from reproq.workers order by worker_id")
+    return cur.fetchall()
+
+
+def test_register_records_the_worker(cur):
+    queries.register_worker(cur, "w1", "host-a", 42, ["default", "emails"], 8, "0.1.0", now=T0)
+    assert workers(cur) == [("w1", "host-a", 42, ["default", "emails"], 8, "0.1.0", T0, T0)]
+
+
+def test_registering_again_refreshes_the_row(cur):
+    queries.register_worker(cur, "w1", "host-a", 42, ["default"], 8, "0.1.0", now=T0)
+    queries.register_worker(cur, "w1", "host-b", 43, ["q"], 2, "0.2.0", now=at(60))
+    assert workers(cur) == [("w1", "host-b", 43, ["q"], 2, "0.2.0", at(60), at(60))]
+
+
+def test_unregister_removes_only_that_worker(cur):
+    for worker_id in ("w1", "w2"):
+        queries.register_worker(cur, worker_id, "h", 1, ["default"], 1, "v", now=T0)
+    queries.unregister_worker(cur, "w1")
+    queries.unregister_worker(cur, "unknown")
+    assert [row[0] for row in workers(cur)] == ["w2"]
+
+
+@pytest.mark.parametrize(("args", "constraint"), [
+    (("", "h", 1, ["default"], 1, "v"), "workers_worker_id_not_empty"),
+    (("w", "h", 0, ["default"], 1, "v"), "workers_pid_positive"),
+    (("w", "h", 1, ["default"], 0, "v"), "workers_concurrency_positive"),
+])
+def test_bad_worker_rows_are_refused_by_named_constraints(cur, args, constraint):
+    with pytest.raises(psycopg.errors.CheckViolation) as info:
+        queries.register_worker(cur, *args)
+    assert info.value.diag.constraint_name == constraint
+    assert workers(cur) == []

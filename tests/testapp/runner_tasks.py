@@ -1,0 +1,75 @@
+"""Tasks the runner's acceptance tests run in real child processes."""
+
+import ctypes
+import os
+import sys
+import time
+from pathlib import Path
+
+from django.tasks import task
+
+
+@task
+def noop():
+    return None
+
+
+@task
+def echo(value):
+    return value
+
+
+@task
+def sleep(seconds, marker=None):
+    """Sleep; with ``marker``, first touch that file so a test knows the task started."""
+    if marker:
+        Path(marker).touch()
+    time.sleep(seconds)
+    return {"slept": seconds}
+
+
+@task
+def sleep_once(seconds, marker):
+    """Sleep on the first attempt only (the marker file remembers it), return at once after."""
+    if os.path.exists(marker):
+        return {"attempt": 2}
+    Path(marker).touch()
+    time.sleep(seconds)
+    return {"attempt": 1}
+
+
+@task
+def exit_process(code=7):
+    os._exit(code)
+
+
+@task
+def segfault():
+    ctypes.string_at(0)
+
+
+@task
+def raise_system_exit():
+    raise SystemExit("task called sys.exit")
+
+
+@task
+def spin(seconds):
+    deadline = time.monotonic() + seconds
+    total = 0
+    while time.monotonic() < deadline:
+        total += 1
+    return total
+
+
+@task
+def chatty(text):
+    print(f"stdout says {text}")
+    print(f"stderr says {text}", file=sys.stderr)
+    os.write(1, b"raw fd write\n")
+    return {"text": text}
+
+
+@task
+def pid():
+    return os.getpid()
