@@ -18,6 +18,9 @@ class Succeeded:
 
     return_json: str
 
+    def __reduce__(self):  # cheap pickling between runner and child processes
+        return Succeeded, (self.return_json,)
+
 
 @dataclass(frozen=True, slots=True)
 class Failed:
@@ -26,6 +29,9 @@ class Failed:
 
     error: dict[str, Any] = field(default_factory=dict)
     retry: bool = True
+
+    def __reduce__(self):
+        return Failed, (self.error, self.retry)
 
 
 Outcome = Succeeded | Failed

@@ -100,8 +100,18 @@ class AppliedMigration:
     checksum: str
 
 
-_TASK_RUN_COLUMNS = ", ".join(f.name for f in fields(TaskRun))
 _JSON_FIELDS = {"spec_json", "return_json", "errors_json", "metadata_json"}
+
+
+def _select_list(cls: type) -> str:
+    """The columns of a row type; jsonb ones as text, which every driver hands back alike
+    (psycopg would decode jsonb itself, Django's cursor would not), then decoded by _rows."""
+    return ", ".join(f"{f.name}::text as {f.name}" if f.name in _JSON_FIELDS else f.name
+                     for f in fields(cls))
+
+
+_TASK_RUN_COLUMNS = _select_list(TaskRun)
+_CLAIMED_TASK_COLUMNS = _select_list(ClaimedTask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,9 +129,8 @@ def dumps_json(value: Any) -> str:
     return text
 
 
-def _loads_if_text(value: Any) -> Any:
-    # Django's psycopg backend loads jsonb as text; plain psycopg loads it as Python objects.
-    return json.loads(value) if isinstance(value, str) else value
+def _loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
 
 
 def _rows(cursor, cls: type[T]) -> list[T]:
@@ -131,7 +140,7 @@ def _rows(cursor, cls: type[T]) -> list[T]:
     for values in cursor.fetchall():
         record = dict(zip(names, values))
         for name in json_names:
-            record[name] = _loads_if_text(record[name])
+            record[name] = _loads(record[name])
         rows.append(cls(**record))
     return rows
 
@@ -222,7 +231,7 @@ def enqueue_many(cursor, items: Iterable[dict[str, Any]], *, dedup: bool = True,
 def claim(cursor, worker_id: str, queues: Sequence[str], limit: int = 1,
           lease_seconds: int = 60, now: datetime | None = None) -> list[ClaimedTask]:
     """reproq.claim: lease up to ``limit`` due tasks to ``worker_id``."""
-    _execute(cursor, "select * from reproq.claim(%s, %s, %s, %s, %s)",
+    _execute(cursor, f"select {_CLAIMED_TASK_COLUMNS} from reproq.claim(%s, %s, %s, %s, %s)",
              (worker_id, list(queues), limit, lease_seconds, now))
     return _rows(cursor, ClaimedTask)
 

@@ -42,6 +42,7 @@ EXIT_FORCED = 1
 FLUSH_INTERVAL_SECONDS = 0.005  # outcomes wait at most this long to be stored together
 FLUSH_BATCH = 200
 SLOW_TASK_SECONDS = 0.02  # above this average, claiming ahead of free children does not pay
+FAST_CHILD_DEPTH = 8  # tasks queued per child while tasks are fast (fewer wake-ups per task)
 STOP_GRACE_FOR_DATABASE_SECONDS = 10.0
 
 
@@ -85,7 +86,7 @@ class Runner:
         self.engine = Engine(self.worker_id, self.queues, config.lease_seconds)
         self.max_prefetch = (max(2 * config.concurrency, 64) if config.prefetch is None
                              else config.prefetch)
-        self.average_duration = 0.0
+        self.average_duration = 1.0  # assume slow tasks until some have finished
         self.selector = selectors.DefaultSelector()
         self.db = Database(config.dsn, prepare=config.listen)
         self.notifier = (ListenNotifier(config.dsn, self.queues) if config.listen
@@ -204,6 +205,7 @@ class Runner:
     def _on_event(self, source) -> None:
         if isinstance(source, Child):
             self._collect(self.supervisor.on_readable(source))
+            self._take_back(self.supervisor.take_orphans())
         elif source == "signal":
             self._drain_wakeup_pipe()
         elif source == "notify":
@@ -224,6 +226,14 @@ class Runner:
             self.average_duration += 0.1 * (record.duration - self.average_duration)
             if record.kind == TIMED_OUT:
                 self.metrics.count("timed_out", task.queue_name, task.task_path)
+
+    def _take_back(self, orphans: list[ClaimedTask]) -> None:
+        """Tasks a dead child never started: run them elsewhere (or hand them back)."""
+        if self.draining:
+            self.to_release.extend(orphans)
+        else:
+            self.buffer.extendleft(Assignment(t) if self.config.logs_dir is None
+                                   else self._assignment_with_log(t) for t in reversed(orphans))
 
     def _keep_notifier(self) -> None:
         """(Re)connect the LISTEN connection and keep its socket registered."""
@@ -324,7 +334,9 @@ class Runner:
         if not self.may_have_work:
             return
         prefetch = self._prefetch()
-        free = len(self.supervisor.idle_children()) + prefetch - len(self.buffer)
+        capacity = self.config.concurrency * self._child_depth() + prefetch
+        in_hand = len(self.buffer) + sum(len(c.assigned) for c in self.supervisor.children)
+        free = capacity - in_hand
         if self.config.max_tasks is not None:
             free = min(free, self.config.max_tasks - self.claimed_total)
         if free <= 0 or len(self.buffer) > prefetch // 2:
@@ -344,25 +356,40 @@ class Runner:
         """Tasks to hold beyond free children: many while tasks are short (the claim round
         trip would idle the children), none once they are slow (a long task should not wait
         here while another runner has free children)."""
-        return self.max_prefetch if self.average_duration < SLOW_TASK_SECONDS else 0
+        return self.max_prefetch if self._fast() else 0
+
+    def _child_depth(self) -> int:
+        return FAST_CHILD_DEPTH if self._fast() else 1
+
+    def _fast(self) -> bool:
+        return self.average_duration < SLOW_TASK_SECONDS
 
     def _assignments(self, tasks: list[ClaimedTask]) -> list[Assignment]:
         if self.config.logs_dir is None or not tasks:
             return [Assignment(task) for task in tasks]
+        assignments = [self._assignment_with_log(task) for task in tasks]
+        self.db.call(self.engine.set_logs_uris,
+                     [(a.task, Path(a.log_path).as_uri()) for a in assignments])
+        return assignments
+
+    def _assignment_with_log(self, task: ClaimedTask) -> Assignment:
+        """Logs go to <logs-dir>/<UTC day>/<result id>-attempt-<n>.log."""
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         folder = Path(self.config.logs_dir).resolve() / day
-        paths = [str(folder / f"{t.result_id}-attempt-{t.attempts}.log") for t in tasks]
-        self.db.call(self.engine.set_logs_uris,
-                     [(t, Path(p).as_uri()) for t, p in zip(tasks, paths)])
-        return [Assignment(task, path) for task, path in zip(tasks, paths)]
+        return Assignment(task, str(folder / f"{task.result_id}-attempt-{task.attempts}.log"))
 
     def _dispatch(self) -> None:
+        """Spread the buffer over children with room, each getting its share in one frame."""
         if not self.buffer:
             return
-        for child in self.supervisor.idle_children():
+        depth = self._child_depth()
+        children = self.supervisor.children_with_room(depth)
+        for index, child in enumerate(children):
             if not self.buffer:
                 break
-            self.supervisor.assign(child, self.buffer.popleft())
+            share = -(-len(self.buffer) // (len(children) - index))
+            count = min(share, depth - len(child.assigned))
+            self.supervisor.assign(child, [self.buffer.popleft() for _ in range(count)])
 
     # -- stopping ---------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ import os
 import selectors
 import signal
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from reproq_runner import child as child_module
@@ -52,15 +53,20 @@ class Child:
     task_fd: int
     reader: FrameReader
     ready: bool = False
-    current: ClaimedTask | None = None
+    # Tasks sent and not yet reported, in order: the first one is running (since
+    # ``started``), the others wait in the pipe.
+    assigned: deque[ClaimedTask] = field(default_factory=deque)
     started: float = 0.0
     kill_kind: str | None = None
     exited: bool = False
-    spawned_at: float = field(default_factory=time.monotonic)
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def current(self) -> ClaimedTask | None:
+        return self.assigned[0] if self.assigned else None
 
 
 class Supervisor:
@@ -75,6 +81,7 @@ class Supervisor:
         self.children: list[Child] = []
         self.stopping = False
         self.ever_ready = False
+        self.orphans: list[ClaimedTask] = []  # sent to a child that died before starting them
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -117,28 +124,39 @@ class Supervisor:
 
     # -- capacity and dispatch --------------------------------------------------------------
 
-    def idle_children(self) -> list[Child]:
-        return [c for c in self.children if c.ready and c.current is None and not c.exited
-                and c.kill_kind is None]
+    def children_with_room(self, depth: int) -> list[Child]:
+        """Ready children holding fewer than ``depth`` tasks."""
+        return [c for c in self.children if c.ready and len(c.assigned) < depth
+                and not c.exited and c.kill_kind is None]
+
+    def idle_count(self) -> int:
+        return sum(1 for c in self.children if c.ready and not c.assigned and not c.exited
+                   and c.kill_kind is None)
 
     def busy_children(self) -> list[Child]:
-        return [c for c in self.children if c.current is not None]
+        return [c for c in self.children if c.assigned]
 
     def running_count(self) -> int:
-        return sum(1 for c in self.children if c.current is not None)
+        return sum(1 for c in self.children if c.assigned)
+
+    def take_orphans(self) -> list[ClaimedTask]:
+        orphans, self.orphans = self.orphans, []
+        return orphans
 
     def starting_count(self) -> int:
         return sum(1 for c in self.children if not c.ready and not c.exited)
 
-    def assign(self, child: Child, assignment: Assignment) -> None:
-        child.current = assignment.task
-        child.started = time.monotonic()
+    def assign(self, child: Child, assignments: Sequence[Assignment]) -> None:
+        """Send tasks to ``child`` in one frame; it runs them one after the other."""
+        if not child.assigned:
+            child.started = time.monotonic()
+        child.assigned.extend(a.task for a in assignments)
         try:
-            write_frame(child.task_fd, [assignment])
+            write_frame(child.task_fd, assignments)
         except OSError:
             # The child is gone; its end-of-file on the result pipe reports the crash.
-            log.warning("child %s is gone before it got task %s", child.pid,
-                        assignment.task.result_id)
+            log.warning("child %s is gone before it got %d task(s)", child.pid,
+                        len(assignments))
 
     # -- stopping tasks ---------------------------------------------------------------------
 
@@ -216,7 +234,8 @@ class Supervisor:
             log.error("child %s reported task %s it was not running", child.pid,
                       done.result_id)
             return None
-        child.current = None
+        child.assigned.popleft()
+        child.started = done.finished  # the next task, if any, started then
         if child.kill_kind is not None:
             child.kill_kind = COMPLETED  # it finished first; the kill only ends the process
         return Finished(task, done.outcome, COMPLETED, done.finished - done.started)
@@ -225,6 +244,8 @@ class Supervisor:
         child.process.join(5)
         exitcode = child.process.exitcode
         task, kind = child.current, child.kill_kind
+        self.orphans.extend(list(child.assigned)[1:])
+        child.assigned.clear()
         self._forget(child)
         if not self.ever_ready and not child.ready and not self.stopping:
             raise ChildSetupError(f"a child process exited during setup ({_describe(exitcode)})")

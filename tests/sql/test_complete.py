@@ -27,6 +27,13 @@ def test_a_json_null_return_value_is_kept(cur):
     assert cur.fetchone()[0] is True
 
 
+@pytest.mark.parametrize("value", ["fresh", "", 0, False, [None], {"k": "v"}])
+def test_return_values_of_every_json_type_read_back_equal(cur, value):
+    result_id = enqueue(cur)
+    queries.complete(cur, result_id, claim_one(cur).lease_token, value, now=at(1))
+    assert run(cur, result_id).return_json == value
+
+
 def test_second_completion_is_refused(cur):
     result_id = enqueue(cur)
     task = claim_one(cur)
