@@ -39,10 +39,6 @@ class NotATask(TypeError):
     """The task path does not name a ``django.tasks.Task``."""
 
 
-class TaskRunMissing(LookupError):
-    """The claimed task's row could not be read back."""
-
-
 class DjangoExecutor:
     """Runs claimed tasks in this process with Django set up.
 
@@ -148,14 +144,9 @@ class _Attempt:
                 serialization.decode(self.claimed.kwargs))
 
     def _running_result(self, task):
-        from django.db import connections
-
         from reproq_django.results import public_result_id, task_result_from_run
 
-        with connections[self.alias].cursor() as cursor:
-            run = queries.get_task_run(cursor, self.claimed.result_id)
-        if run is None:
-            raise TaskRunMissing(f"task {self.claimed.result_id} vanished while claimed")
+        run = queries.running_task_run(self.claimed)
         return task_result_from_run(task, run, task.backend,
                                     public_result_id(self.alias, run.result_id))
 

@@ -18,10 +18,14 @@ CREATE TYPE reproq.claimed_task AS (
 	leased_until timestamp with time zone,
 	metadata_json jsonb,
 	enqueued_at timestamp with time zone,
-	started_at timestamp with time zone
+	started_at timestamp with time zone,
+	run_after timestamp with time zone,
+	last_attempted_at timestamp with time zone,
+	worker_ids text[],
+	errors_json jsonb
 );
 
-COMMENT ON TYPE reproq.claimed_task IS 'What reproq.claim hands a worker: enough to run one attempt and to fence its outcome.';
+COMMENT ON TYPE reproq.claimed_task IS 'What reproq.claim hands a worker: enough to run one attempt, to fence its outcome, and to describe the running task (attempts so far, their workers and errors) without another read.';
 
 CREATE TYPE reproq.enqueued AS (
 	"position" integer,
@@ -309,13 +313,15 @@ begin
             returning
                 t.result_id, t.task_path, t.spec_json, t.queue_name, t.priority, t.attempts,
                 t.max_attempts, t.timeout_seconds, t.lease_token, t.leased_until,
-                t.metadata_json, t.enqueued_at, t.started_at, t.run_after
+                t.metadata_json, t.enqueued_at, t.started_at, t.run_after,
+                t.last_attempted_at, t.worker_ids, t.errors_json
         )
 
         select
             c.result_id, c.task_path, c.spec_json, c.queue_name, c.priority, c.attempts,
             c.max_attempts, c.timeout_seconds, c.lease_token, c.leased_until,
-            c.metadata_json, c.enqueued_at, c.started_at
+            c.metadata_json, c.enqueued_at, c.started_at, c.run_after,
+            c.last_attempted_at, c.worker_ids, c.errors_json
         from claimed as c
         order by c.run_after asc, c.result_id asc;
 

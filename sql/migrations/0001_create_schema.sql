@@ -147,8 +147,13 @@ create type reproq.claimed_task as (
     leased_until timestamptz,
     metadata_json jsonb,
     enqueued_at timestamptz,
-    started_at timestamptz
+    started_at timestamptz,
+    run_after timestamptz,
+    last_attempted_at timestamptz,
+    worker_ids text[],
+    errors_json jsonb
 );
 
 comment on type reproq.claimed_task is
-'What reproq.claim hands a worker: enough to run one attempt and to fence its outcome.';
+'What reproq.claim hands a worker: enough to run one attempt, to fence its outcome, and to '
+'describe the running task (attempts so far, their workers and errors) without another read.';

@@ -525,13 +525,15 @@ begin
             returning
                 t.result_id, t.task_path, t.spec_json, t.queue_name, t.priority, t.attempts,
                 t.max_attempts, t.timeout_seconds, t.lease_token, t.leased_until,
-                t.metadata_json, t.enqueued_at, t.started_at, t.run_after
+                t.metadata_json, t.enqueued_at, t.started_at, t.run_after,
+                t.last_attempted_at, t.worker_ids, t.errors_json
         )
 
         select
             c.result_id, c.task_path, c.spec_json, c.queue_name, c.priority, c.attempts,
             c.max_attempts, c.timeout_seconds, c.lease_token, c.leased_until,
-            c.metadata_json, c.enqueued_at, c.started_at
+            c.metadata_json, c.enqueued_at, c.started_at, c.run_after,
+            c.last_attempted_at, c.worker_ids, c.errors_json
         from claimed as c
         order by c.run_after asc, c.result_id asc;
 

@@ -36,7 +36,7 @@ def test_sigterm_finishes_short_tasks_and_hands_back_long_ones(cur, start_runner
     short_marker, long_marker = tmp_path / "short", tmp_path / "long"
     short = enqueue(cur, "sleep", [1, str(short_marker)])
     long = enqueue(cur, "sleep", [600, str(long_marker)])
-    runner = start_runner("--concurrency", "2", "--shutdown-timeout", "8")
+    runner = start_runner("--concurrency", "2", "--shutdown-timeout", "4")
     wait_for(lambda: short_marker.exists() and long_marker.exists(), message="both started")
     runner.signal(signal.SIGTERM)
     assert runner.wait() == 0, runner.log()

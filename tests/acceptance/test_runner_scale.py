@@ -53,7 +53,7 @@ def test_runner_survives_a_postgresql_restart(dsn, connect, start_runner, execut
     pg.cluster().restart()
     with connect().cursor() as cur:
         after = enqueue_noops(cur, 50, queue_name="default")
-        wait_for(lambda: all_successful_once(cur, after)[0] == 50, timeout=60,
+        wait_for(lambda: all_successful_once(cur, after)[0] == 50, timeout=30,
                  message="tasks enqueued after the restart")
         cur.execute("select count(*) from reproq.workers where worker_id = %s",
                     (runner.worker_id,))

@@ -1,0 +1,43 @@
+"""reproq_runner.run_once: drains in the calling process through the runner's engine."""
+
+from reproq_runner import queries, run_once
+from reproq_runner.outcome import Failed, Succeeded
+from tests.acceptance.conftest import enqueue
+
+
+class RecordingExecutor:
+    def __init__(self):
+        self.seen = []
+
+    def setup(self):
+        pass
+
+    def execute(self, task):
+        self.seen.append(task.result_id)
+        if task.args and task.args[0] == "fail":
+            return Failed({"exception_class_path": "x.Boom", "message": "boom",
+                           "traceback": ""}, retry=False)
+        if task.args and task.args[0] == "raise":
+            raise SystemExit("executor broke its promise")
+        return Succeeded(queries.dumps_json({"ok": task.result_id}))
+
+
+def test_run_once_runs_in_process_and_records_outcomes(conn, cur):
+    ok = enqueue(cur, "echo", [1])
+    failing = enqueue(cur, "echo", ["fail"])
+    raising = enqueue(cur, "echo", ["raise"], max_attempts=1)
+    executor = RecordingExecutor()
+    assert run_once(conn, executor, batch_size=2, worker_id="tests") == 3
+    assert sorted(executor.seen) == sorted([ok, failing, raising])
+    assert queries.get_task_run(cur, ok).return_json == {"ok": ok}
+    assert queries.get_task_run(cur, failing).status == "FAILED"
+    broken = queries.get_task_run(cur, raising)
+    assert broken.status == "FAILED"
+    assert broken.errors_json[-1]["exception_class_path"] == "builtins.SystemExit"
+
+
+def test_run_once_respects_max_tasks(conn, cur):
+    ids = [enqueue(cur, "echo", [i]) for i in range(5)]
+    assert run_once(conn, RecordingExecutor(), max_tasks=2) == 2
+    assert sorted(queries.status_counts(cur).items()) == [("READY", 3), ("SUCCESSFUL", 2)]
+    assert len(ids) == 5

@@ -1,0 +1,110 @@
+"""Runner pieces that need no database: framing, redaction, metrics access, flags."""
+
+import os
+
+import pytest
+
+from reproq_runner import wire
+from reproq_runner.cli import build_parser
+from reproq_runner.database import Backoff
+from reproq_runner.logs import redact_dsn, redact_text
+from reproq_runner.metrics import AccessPolicy, parse_addr
+from reproq_runner.supervisor import _describe
+
+
+def test_frames_survive_partial_reads():
+    read_fd, write_fd = os.pipe()
+    reader = wire.FrameReader(read_fd)
+    data = wire.encode({"a": 1}) + wire.encode([2, 3])
+    os.write(write_fd, data[:5])
+    assert reader.read_available() == []
+    os.write(write_fd, data[5:])
+    assert reader.read_available() == [{"a": 1}, [2, 3]]
+    os.close(write_fd)
+    assert reader.read_available() == [] and reader.closed
+    os.close(read_fd)
+
+
+def test_large_frames_are_written_whole():
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    reader = wire.FrameReader(read_fd)
+    big = "x" * 300_000
+    import threading
+
+    writer = threading.Thread(target=wire.write_frame, args=(write_fd, big))
+    writer.start()
+    received = []
+    while not received:
+        received = reader.read_available()
+    writer.join()
+    assert received == [big]
+    os.close(read_fd)
+    os.close(write_fd)
+
+
+@pytest.mark.parametrize("dsn", [
+    "host=db user=app password=hunter2 dbname=q",
+    "postgresql://app:hunter2@db:5432/q",
+])
+def test_dsn_passwords_are_redacted(dsn):
+    redacted = redact_dsn(dsn)
+    assert "hunter2" not in redacted and "***" in redacted
+
+
+def test_text_redaction_covers_uris_key_values_and_secrets():
+    text = "failed: postgresql://u:pw1@h/db and password='pw 2' and token tok3"
+    assert redact_text(text, "tok3") == (
+        "failed: postgresql://u:***@h/db and password=*** and token ***")
+
+
+def test_token_check():
+    policy = AccessPolicy.from_settings("s3cret", None)
+    assert policy.refusal("127.0.0.1", None) == 401
+    assert policy.refusal("127.0.0.1", "Bearer nope") == 401
+    assert policy.refusal("127.0.0.1", "Basic s3cret") == 401
+    assert policy.refusal("127.0.0.1", "Bearer s3cret") is None
+
+
+def test_cidr_allow_list():
+    policy = AccessPolicy.from_settings(None, "10.0.0.0/8, 192.168.1.0/24")
+    assert policy.refusal("10.1.2.3", None) is None
+    assert policy.refusal("::ffff:192.168.1.9", None) is None
+    assert policy.refusal("127.0.0.1", None) == 403
+    assert AccessPolicy.from_settings(None, None).refusal("1.2.3.4", None) is None
+
+
+def test_metrics_addr_forms():
+    assert parse_addr("127.0.0.1:9100") == ("127.0.0.1", 9100)
+    assert parse_addr(":9100") == ("0.0.0.0", 9100)
+    assert parse_addr("[::1]:9100") == ("::1", 9100)
+    with pytest.raises(ValueError):
+        parse_addr("9100x")
+
+
+def test_backoff_grows_and_is_capped():
+    backoff = Backoff(base=0.1, cap=1.0)
+    delays = [backoff.next_delay() for _ in range(10)]
+    assert delays[0] <= 0.1 and max(delays) <= 1.0 and delays[-1] >= 0.5
+    backoff.reset()
+    assert backoff.next_delay() <= 0.1
+
+
+def test_exit_descriptions():
+    assert _describe(-11) == "killed by signal 11 (SIGSEGV)"
+    assert "out-of-memory" in _describe(-9)
+    assert _describe(7) == "exit code 7"
+
+
+def test_worker_flags():
+    args = build_parser().parse_args([
+        "worker", "--dsn", "x", "--queues", "a, b", "--concurrency", "3", "--burst",
+        "--no-listen", "--max-tasks", "5", "--allowed-task-modules", "app.tasks,lib",
+        "--shutdown-timeout", "2.5", "--lease-seconds", "30", "--worker-id", "w1",
+        "--metrics-addr", ":9100", "--logs-dir", "/tmp/l"])
+    assert (args.queues, args.concurrency, args.burst, args.listen, args.max_tasks) == (
+        ["a", "b"], 3, True, False, 5)
+    assert args.allowed_task_modules == ["app.tasks", "lib"]
+    assert (args.shutdown_timeout, args.lease_seconds, args.worker_id) == (2.5, 30, "w1")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["worker", "--concurrency", "0"])
