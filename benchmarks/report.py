@@ -41,6 +41,9 @@ class Figure:
     baseline: str | None = None  # key of the raw-SQL figure this one is compared to
     target: Target | None = None
     samples: list[float] = field(default_factory=list)
+    # figure ÷ its baseline measured right before it in the same repetition: robust to the
+    # load of a shared machine drifting between repetitions
+    paired_ratios: list[float] = field(default_factory=list)
     unavailable: str | None = None
     note: str = ""
 
@@ -98,11 +101,26 @@ class Registry:
     def unavailable(self, key: str, label: str, unit: str, why: str, **options) -> None:
         self.figure(key, label, unit, **options).unavailable = why
 
-    def ratio(self, fig: Figure) -> str:
+    def paired(self, key: str, value: float, baseline_value: float) -> None:
+        """A sample of ``key`` and the ratio to its baseline measured just before it."""
+        fig = self.figures[key]
+        fig.samples.append(float(value))
+        fig.paired_ratios.append(value / baseline_value)
+
+    def ratio_value(self, fig: Figure) -> float | None:
+        if fig.paired_ratios:
+            return statistics.median(fig.paired_ratios)
         base = self.figures.get(fig.baseline) if fig.baseline else None
         if not fig.samples or not base or not base.samples or not base.median:
+            return None
+        return fig.median / base.median
+
+    def ratio(self, fig: Figure) -> str:
+        value = self.ratio_value(fig)
+        if value is None:
             return ""
-        return f"{fig.median / base.median:.2f}× {base.key}"
+        how = " (paired)" if fig.paired_ratios else ""
+        return f"{value:.2f}× {fig.baseline}{how}"
 
     def table(self) -> str:
         header = ("figure", "median", "min–max", "unit", "vs raw baseline", "target", "verdict")

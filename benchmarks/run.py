@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -121,7 +122,8 @@ def w_enqueue(ctx: Context) -> None:
     else:
         reg.figure("enqueue.django", "Django noop.enqueue(i), autocommit: one transaction "
                    "per call", "tasks/s", baseline="raw.insert_1", target=Target(2200))
-        reg.figure("enqueue.django_vs_raw", "enqueue.django ÷ raw.insert_1 (same run)",
+        reg.figure("enqueue.django_vs_raw", "enqueue.django ÷ raw.insert_1 measured just "
+                   "before it (paired, per repetition)",
                    "ratio", target=Target(0.85))
     reg.figure("enqueue.psql", "select reproq.enqueue(path, spec) over psycopg, one per "
                "transaction", "tasks/s", baseline="raw.insert_1")
@@ -131,22 +133,28 @@ def w_enqueue(ctx: Context) -> None:
                "tasks/s", baseline="pgbench.insert_1")
     if not django_missing:
         djangowork.setup()
+
+    def raw() -> float:
+        cluster.reset(conn)
+        return baseline.insert_one_per_transaction(conn, s.enqueue)
+
     for _ in range(ctx.repeat):
         if not django_missing:
+            base = raw()
             cluster.reset(conn)
-            reg.add("enqueue.django", djangowork.enqueue_one_per_call(s.enqueue))
+            reg.paired("enqueue.django", djangowork.enqueue_one_per_call(s.enqueue), base)
+            reg.add("enqueue.django_vs_raw", reg.figures["enqueue.django"].paired_ratios[-1])
+        base = raw()
         cluster.reset(conn)
-        reg.add("enqueue.psql", sqlwork.enqueue_psql_style(conn, s.enqueue))
+        reg.paired("enqueue.psql", sqlwork.enqueue_psql_style(conn, s.enqueue), base)
+        base = raw()
         cluster.reset(conn)
-        reg.add("enqueue.queries", sqlwork.enqueue_queries(conn, s.enqueue))
+        reg.paired("enqueue.queries", sqlwork.enqueue_queries(conn, s.enqueue), base)
         cluster.reset(conn)
-        reg.add("pgbench.reproq_enqueue",
-                baseline.pgbench(baseline.PGBENCH_REPROQ_ENQUEUE, s.enqueue))
-    if not django_missing:
-        raw = reg.figures.get("raw.insert_1")
-        if raw and raw.samples:
-            for sample in reg.figures["enqueue.django"].samples:
-                reg.add("enqueue.django_vs_raw", sample / raw.median)
+        base = baseline.pgbench(baseline.PGBENCH_INSERT, s.enqueue)
+        cluster.reset(conn)
+        reg.paired("pgbench.reproq_enqueue",
+                   baseline.pgbench(baseline.PGBENCH_REPROQ_ENQUEUE, s.enqueue), base)
 
 
 def w_bulk(ctx: Context) -> None:
@@ -161,12 +169,18 @@ def w_bulk(ctx: Context) -> None:
         djangowork.setup()
     reg.figure("bulk.sql", f"queries.enqueue_many of {s.bulk:,} (no Django)", "tasks/s",
                baseline="raw.insert_multi")
+    def raw() -> float:
+        cluster.reset(conn)
+        return baseline.insert_multi_row(conn, s.bulk)
+
     for _ in range(ctx.repeat):
         if not django_missing:
+            base = raw()
             cluster.reset(conn)
-            reg.add("bulk.django", djangowork.bulk_enqueue(s.bulk))
+            reg.paired("bulk.django", djangowork.bulk_enqueue(s.bulk), base)
+        base = raw()
         cluster.reset(conn)
-        reg.add("bulk.sql", sqlwork.enqueue_many(conn, s.bulk))
+        reg.paired("bulk.sql", sqlwork.enqueue_many(conn, s.bulk), base)
 
 
 def w_sqlclaim(ctx: Context) -> None:
@@ -179,9 +193,13 @@ def w_sqlclaim(ctx: Context) -> None:
     for _ in range(ctx.repeat):
         for batch, n in s.raw_claim.items():
             cluster.reset(conn)
+            baseline.preload(conn, n)
+            base = baseline.claim_complete(conn, n, batch)
+            cluster.reset(conn)
             sqlwork.preload(conn, n)
             cluster.vacuum(conn)
-            reg.add(f"sql.claim_complete_{batch}", sqlwork.claim_complete(conn, n, batch))
+            reg.paired(f"sql.claim_complete_{batch}", sqlwork.claim_complete(conn, n, batch),
+                       base)
 
 
 def w_drain(ctx: Context) -> None:
@@ -201,9 +219,16 @@ def w_drain(ctx: Context) -> None:
     if missing:
         return
     path = "benchmarks.tasks.noop"
+
+    def raw() -> float:  # the strongest baseline, measured right before each drain
+        cluster.reset(conn)
+        baseline.preload(conn, s.drain + s.drain // 5)
+        return baseline.pgbench_claim_complete(s.drain, 100)
+
     for _ in range(ctx.repeat):
+        base = raw()
         result = runnerwork.drain(conn, s.drain, None, path, ctx.log("drain-default"))
-        reg.add("drain.default", result.rate)
+        reg.paired("drain.default", result.rate, base)
         reg.add("drain.default_wall", result.wall_rate)
     sweep = {}
     for concurrency in s.drain_sweep:  # a quarter of the tasks is enough to rank them
@@ -216,8 +241,9 @@ def w_drain(ctx: Context) -> None:
                                       ", ".join(f"c={c}: {r:,.0f}/s"
                                                 for c, r in sorted(sweep.items())))
     for _ in range(ctx.repeat):
+        base = raw()
         result = runnerwork.drain(conn, s.drain, best, path, ctx.log("drain-best"))
-        reg.add("drain.best", result.rate)
+        reg.paired("drain.best", result.rate, base)
         reg.add("drain.best_wall", result.wall_rate)
 
 
@@ -396,6 +422,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--cluster-dir", type=Path,
                         help="keep the cluster here (default: a temporary folder, removed)")
+    parser.add_argument("--snapshot", action="store_true",
+                        help="run from a copy of the source tree taken at start, so edits made "
+                             "to the working tree during the run (SQL, runner) cannot mix in")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the runners' logs (always kept when a workload fails)")
     parser.add_argument("--explain", action="store_true",
@@ -413,8 +442,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+SNAPSHOT_ENV = "REPROQ_BENCH_SNAPSHOT"
+_SNAPSHOT_SKIP = shutil.ignore_patterns(".git", ".venv*", ".bench", ".reproq", "__pycache__",
+                                        ".pytest_cache", "*.egg-info", "node_modules")
+
+
+def run_from_snapshot(argv: list[str], args: argparse.Namespace) -> int:
+    """Copy the source tree, then run this benchmark from the copy (same interpreter)."""
+    source = Path(__file__).resolve().parent.parent
+    copy = Path(tempfile.mkdtemp(prefix="reproq-bench-src-")) / "src"
+    shutil.copytree(source, copy, ignore=_SNAPSHOT_SKIP)
+    forwarded = [a for a in argv if a != "--snapshot"]
+    for option, value in (("--json", args.json), ("--cluster-dir", args.cluster_dir)):
+        if value is not None:  # relative paths stay relative to where we were started
+            index = forwarded.index(option) if option in forwarded else None
+            if index is not None:
+                forwarded[index + 1] = str(value.resolve())
+    env = dict(os.environ, **{SNAPSHOT_ENV: str(copy)})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(copy), env.get("PYTHONPATH")]))
+    print(f"running from a snapshot of {source} in {copy}", flush=True)
+    try:
+        return subprocess.run([sys.executable, "-m", "benchmarks.run", *forwarded], cwd=copy,
+                              env=env).returncode
+    finally:
+        shutil.rmtree(copy.parent, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.snapshot and not os.environ.get(SNAPSHOT_ENV):
+        return run_from_snapshot(argv, args)
     # This process and the runners it starts use the benchmark's settings, whatever the
     # caller's environment says (the test suite exports its own).
     os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"

@@ -4,8 +4,20 @@
 a ``reproq.*`` function (see ``reproq_runner.queries``). Never save these models.
 """
 
-from django.contrib.postgres.fields import ArrayField
 from django.db import models
+
+
+
+class TextArrayField(models.Field):
+    """A PostgreSQL ``text[]`` column read as a list. The models are read-only, so this needs
+    neither ``django.contrib.postgres`` in INSTALLED_APPS nor array lookups."""
+
+    def db_type(self, connection):
+        return "text[]"
+
+    def from_db_value(self, value, expression, connection):
+        return None if value is None else list(value)
+
 
 STATUS_CHOICES = [(status, status.title()) for status in
                   ("READY", "WAITING", "RUNNING", "SUCCESSFUL", "FAILED", "CANCELLED")]
@@ -27,7 +39,7 @@ class TaskRun(models.Model):
     lock_key = models.TextField(null=True)
     concurrency_key = models.TextField(null=True)
     concurrency_limit = models.IntegerField(null=True)
-    worker_ids = ArrayField(models.TextField())
+    worker_ids = TextArrayField()
     return_json = models.JSONField(null=True)
     errors_json = models.JSONField()
     metadata_json = models.JSONField()
@@ -56,7 +68,7 @@ class Worker(models.Model):
     worker_id = models.TextField(primary_key=True)
     hostname = models.TextField()
     pid = models.IntegerField()
-    queues = ArrayField(models.TextField())
+    queues = TextArrayField()
     concurrency = models.IntegerField()
     version = models.TextField()
     started_at = models.DateTimeField()
