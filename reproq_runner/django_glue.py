@@ -70,6 +70,7 @@ class DjangoExecutor:
 
     def execute(self, task: ClaimedTask) -> Outcome:
         try:
+            _drop_broken_connections()
             return _Attempt(self, task).run()
         except BaseException as exc:  # a bug of ours must still not kill the runner
             logger.exception("reproq: executor error on task %s", task.result_id)
@@ -79,6 +80,23 @@ class DjangoExecutor:
         from reproq_django import conf
 
         return self.database or conf.database_for_queue(task.queue_name)
+
+
+def _drop_broken_connections() -> None:
+    """Close Django connections that an error left unusable (say, PostgreSQL restarted under
+    the previous attempt), so this attempt reconnects. Healthy connections are kept, and only
+    connections that saw an error pay for the check; none inside a transaction is touched."""
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is None or not connection.errors_occurred:
+            continue
+        if connection.in_atomic_block:
+            continue
+        if connection.is_usable():
+            connection.errors_occurred = False
+        else:
+            connection.close()
 
 
 class _Attempt:

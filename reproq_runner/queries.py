@@ -322,6 +322,16 @@ def set_logs_uri(cursor, result_id: int, lease_token: uuid.UUID, logs_uri: str) 
     _execute(cursor, "select reproq.set_logs_uri(%s, %s, %s)", (result_id, lease_token, logs_uri))
 
 
+def set_logs_uris(cursor, entries: Sequence[tuple[int, uuid.UUID, str]]) -> set[int]:
+    """reproq.set_logs_uris: (result_id, lease_token, uri) for many freshly claimed tasks in one
+    round trip; returns the ids accepted (the others had lost their lease)."""
+    if not entries:
+        return set()
+    ids, tokens, uris = zip(*entries)
+    return set(_column(cursor, "select reproq.set_logs_uris(%s, %s, %s)",
+                       (list(ids), list(tokens), list(uris))))
+
+
 # ---------------------------------------------------------------------------------------------
 # Workers and queues
 
@@ -447,18 +457,3 @@ def drop_database(cursor, name: str) -> None:
 
 def database_exists(cursor, name: str) -> bool:
     return bool(_scalar(cursor, "select 1 from pg_database where datname = %s", (name,)))
-
-
-# ---------------------------------------------------------------------------------------------
-# Runner
-
-
-def set_logs_uris(cursor, entries: Sequence[tuple[int, uuid.UUID, str]]) -> None:
-    """reproq.set_logs_uri for many freshly claimed tasks in one round trip."""
-    if not entries:
-        return
-    ids, tokens, uris = zip(*entries)
-    _execute(cursor, "select reproq.set_logs_uri(u.result_id, u.lease_token, u.logs_uri)"
-                     " from unnest(%s::bigint[], %s::uuid[], %s::text[])"
-                     " as u (result_id, lease_token, logs_uri)",
-             (list(ids), list(tokens), list(uris)))

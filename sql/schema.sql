@@ -792,16 +792,47 @@ CREATE FUNCTION reproq.set_logs_uri(p_result_id bigint, p_lease_token uuid, p_lo
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 begin
-    update reproq.task_runs as t
-    set logs_uri = p_logs_uri
-    where t.result_id = p_result_id and t.lease_token = p_lease_token and t.status = 'RUNNING';
+    perform from reproq.set_logs_uris(
+        array[p_result_id], array[p_lease_token], array[p_logs_uri]
+    );
     if not found then
         perform reproq._raise_lease_lost(p_result_id);
     end if;
 end;
 $$;
 
-COMMENT ON FUNCTION reproq.set_logs_uri(p_result_id bigint, p_lease_token uuid, p_logs_uri text) IS 'Record where the running attempt''s stdout/stderr log is kept; fenced by lease token.';
+COMMENT ON FUNCTION reproq.set_logs_uri(p_result_id bigint, p_lease_token uuid, p_logs_uri text) IS 'Record where the running attempt''s stdout/stderr log is kept. Raises RQ005 when the lease token no longer matches, RQ004 when the task does not exist.';
+
+CREATE FUNCTION reproq.set_logs_uris(p_result_ids bigint[], p_lease_tokens uuid[], p_logs_uris text[]) RETURNS SETOF bigint
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+begin
+    if cardinality(p_result_ids) is distinct from cardinality(p_lease_tokens)
+        or cardinality(p_result_ids) is distinct from cardinality(p_logs_uris)
+    then
+        raise exception 'p_result_ids, p_lease_tokens and p_logs_uris must be equally long'
+            using errcode = 'RQ003';
+    end if;
+
+    return query
+    with recorded as (
+        update reproq.task_runs as t
+        set logs_uri = u.logs_uri
+        from unnest(p_result_ids, p_lease_tokens, p_logs_uris)
+            as u (result_id, lease_token, logs_uri)
+        where
+            t.result_id = u.result_id
+            and t.lease_token = u.lease_token
+            and t.status = 'RUNNING'
+        returning t.result_id
+    )
+
+    select r.result_id from recorded as r;
+end;
+$$;
+
+COMMENT ON FUNCTION reproq.set_logs_uris(p_result_ids bigint[], p_lease_tokens uuid[], p_logs_uris text[]) IS 'Record where each running attempt''s stdout/stderr log is kept, for many tasks at once; fenced by lease token. Returns the ids accepted (the others had lost their lease).';
 
 CREATE FUNCTION reproq.spec_hash(p_task_path text, p_queue_name text, p_spec jsonb) RETURNS bytea
     LANGUAGE sql IMMUTABLE PARALLEL SAFE

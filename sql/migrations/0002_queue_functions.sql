@@ -864,6 +864,44 @@ comment on function reproq.save_metadata(bigint, uuid, jsonb) is
 'Replace a running task''s metadata_json (context.save_metadata()); fenced by lease token.';
 
 
+create function reproq.set_logs_uris(
+    p_result_ids bigint[],
+    p_lease_tokens uuid[],
+    p_logs_uris text[]
+) returns setof bigint
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if cardinality(p_result_ids) is distinct from cardinality(p_lease_tokens)
+        or cardinality(p_result_ids) is distinct from cardinality(p_logs_uris)
+    then
+        raise exception 'p_result_ids, p_lease_tokens and p_logs_uris must be equally long'
+            using errcode = 'RQ003';
+    end if;
+
+    return query
+    with recorded as (
+        update reproq.task_runs as t
+        set logs_uri = u.logs_uri
+        from unnest(p_result_ids, p_lease_tokens, p_logs_uris)
+            as u (result_id, lease_token, logs_uri)
+        where
+            t.result_id = u.result_id
+            and t.lease_token = u.lease_token
+            and t.status = 'RUNNING'
+        returning t.result_id
+    )
+
+    select r.result_id from recorded as r;
+end;
+$$;
+
+comment on function reproq.set_logs_uris(bigint[], uuid[], text[]) is
+'Record where each running attempt''s stdout/stderr log is kept, for many tasks at once; '
+'fenced by lease token. Returns the ids accepted (the others had lost their lease).';
+
+
 create function reproq.set_logs_uri(
     p_result_id bigint,
     p_lease_token uuid,
@@ -873,9 +911,9 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    update reproq.task_runs as t
-    set logs_uri = p_logs_uri
-    where t.result_id = p_result_id and t.lease_token = p_lease_token and t.status = 'RUNNING';
+    perform from reproq.set_logs_uris(
+        array[p_result_id], array[p_lease_token], array[p_logs_uri]
+    );
     if not found then
         perform reproq._raise_lease_lost(p_result_id);
     end if;
@@ -883,7 +921,8 @@ end;
 $$;
 
 comment on function reproq.set_logs_uri(bigint, uuid, text) is
-'Record where the running attempt''s stdout/stderr log is kept; fenced by lease token.';
+'Record where the running attempt''s stdout/stderr log is kept. Raises RQ005 when the lease '
+'token no longer matches, RQ004 when the task does not exist.';
 
 
 create function reproq.register_worker(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from reproq_runner.django_glue import DjangoExecutor
 from reproq_runner.outcome import Succeeded
 from reproq_runner.queries import ClaimedTask
 
@@ -18,15 +17,3 @@ class NoopExecutor:
 
     def execute(self, task: ClaimedTask) -> Succeeded:
         return Succeeded("null")
-
-
-class ReconnectingDjangoExecutor(DjangoExecutor):
-    """DjangoExecutor that drops broken Django connections before each attempt."""
-
-    def execute(self, task: ClaimedTask):
-        from django.db import connections
-
-        for connection in connections.all(initialized_only=True):
-            if connection.connection is not None and not connection.is_usable():
-                connection.close()
-        return super().execute(task)

@@ -33,18 +33,11 @@ def test_two_runners_run_each_of_2000_tasks_exactly_once(cur, start_runner):
     assert {r.worker_ids[0] for r in runs} <= {first.worker_id, second.worker_id}
 
 
-# An executor that drops unusable Django connections before each attempt, so tasks that use
-# the ORM also recover; the default DjangoExecutor is tested too (these tasks need no ORM).
-RECONNECTING = ("--executor", "tests.acceptance.executors:ReconnectingDjangoExecutor")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("executor_flags", [RECONNECTING, ()],
-                         ids=["reconnecting-executor", "django-executor"])
-def test_runner_survives_a_postgresql_restart(dsn, connect, start_runner, executor_flags):
+def test_runner_survives_a_postgresql_restart(dsn, connect, start_runner):
     with connect().cursor() as cur:
         before = enqueue_noops(cur, 50)
-    runner = start_runner("--concurrency", "2", "--poll-interval", "0.2", *executor_flags)
+    runner = start_runner("--concurrency", "2", "--poll-interval", "0.2")
     with connect().cursor() as cur:
         wait_for(lambda: all_successful_once(cur, before)[0] == 50, message="first batch")
     pg.cluster().restart()
@@ -65,7 +58,7 @@ def test_restart_while_tasks_run_loses_nothing(dsn, connect, start_runner, tmp_p
         items = [queries.task_item(task_path("sleep"), [0.05, str(tmp_path / f"m{i}")],
                                    dedup=False) for i in range(100)]
         ids = [row.result_id for row in queries.enqueue_many(cur, items)]
-    runner = start_runner("--concurrency", "4", "--poll-interval", "0.2", *RECONNECTING)
+    runner = start_runner("--concurrency", "4", "--poll-interval", "0.2")
     wait_for(lambda: len(list(tmp_path.glob("m*"))) >= 10, message="some tasks started")
     pg.cluster().restart()
     with connect().cursor() as cur:
