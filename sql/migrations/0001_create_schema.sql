@@ -150,7 +150,7 @@ create type reproq.claimed_task as (
     started_at timestamptz,
     run_after timestamptz,
     last_attempted_at timestamptz,
-    worker_ids text[],
+    worker_ids text [],
     errors_json jsonb
 );
 
