@@ -94,7 +94,8 @@ def _schema_errors(alias: str) -> list[checks.CheckMessage]:
     reproq migrations to apply on ``alias`` (``migrate`` runs these checks first and must not
     be blocked by the very problem it is about to fix)."""
     errors = _schema_problems(alias)
-    if errors and _django_migrations_pending(alias):
+    fixable = errors and errors[0].id in ("reproq.E002", "reproq.E003")
+    if fixable and _django_migrations_pending(alias):
         return [checks.Warning(f"{errors[0].msg} `migrate` will create or update it.",
                                hint=errors[0].hint, id="reproq.W003")]
     return errors

@@ -14,6 +14,9 @@ SUBCOMMANDS = {
 
 class Command(BaseCommand):
     help = "reproq task queue: migrate-worker, worker, ..."
+    # Like Django's own migrate: migrate-worker must run on the very problems the checks report
+    # (schema missing or outdated), so checks run per subcommand, not before every one.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         subparsers = parser.add_subparsers(dest="subcommand", required=True)
@@ -24,4 +27,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, subcommand, **options):
         module = import_module(f"reproq_django.cli.{SUBCOMMANDS[subcommand]}")
+        if getattr(module, "runs_system_checks", True) and not options.get("skip_checks"):
+            self.check()
         return module.handle(self, **options)
