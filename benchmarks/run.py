@@ -342,7 +342,8 @@ def w_realistic(ctx: Context) -> None:
             reg.unavailable(f"realistic.{name}.overhead_ms", text, "ms/task", missing)
             continue
         reg.figure(f"realistic.{name}.overhead_ms",
-                   f"{text}: (busy span × concurrency − n × task time) ÷ n", "ms/task",
+                   f"{text}, warm runner: (busy span × concurrency − n × task time) ÷ n",
+                   "ms/task",
                    higher_is_better=False, target=Target(1, at_least=False))
         reg.figure(f"realistic.{name}.rate", f"{text}: throughput (ideal "
                    f"{c / seconds:,.0f}/s)", "tasks/s")
@@ -350,7 +351,7 @@ def w_realistic(ctx: Context) -> None:
         return
     for _ in range(ctx.repeat):
         for name, path, seconds, n, c in cases:
-            result = runnerwork.drain(conn, n, c, path, ctx.log(f"realistic-{name}"))
+            result = runnerwork.steady(conn, n, c, path, ctx.log(f"realistic-{name}"))
             reg.add(f"realistic.{name}.overhead_ms",
                     runnerwork.overhead_ms(result.span, n, c, seconds))
             reg.add(f"realistic.{name}.rate", result.rate)

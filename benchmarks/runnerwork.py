@@ -253,3 +253,30 @@ def drain_some(conn: psycopg.Connection, n: int, concurrency: int | None, worker
     if done < n:
         raise RuntimeError(f"runner {worker_id} finished {done} of {n} tasks")
     return done / float(span)
+
+
+def steady(conn: psycopg.Connection, n: int, concurrency: int, task_path: str,
+           log: Path | None = None, timeout: float = 900) -> DrainResult:
+    """Steady state of a warm runner: its children are up (a warm-up batch ran) when ``n``
+    tasks arrive in one enqueue_many; busy span over those ``n`` only, verified exactly once."""
+    cluster.reset(conn)
+    process = start_worker(concurrency, log=log)
+    try:
+        warm = 2 * concurrency
+        sqlwork.preload(conn, warm, task_path)
+        wait_until_finished(conn, warm, 300, process, log)
+        last_warm = conn.execute("select max(result_id) from reproq.task_runs").fetchone()[0]
+        sqlwork.preload(conn, n, task_path)
+        started = time.perf_counter()
+        wait_until_finished(conn, warm + n, timeout, process, log)
+        wall = time.perf_counter() - started
+    finally:
+        stop_worker(process)
+    done, once, span = conn.execute(
+        "select count(*) filter (where status = 'SUCCESSFUL'),"
+        " count(*) filter (where attempts = 1 and cardinality(worker_ids) = 1),"
+        " extract(epoch from max(finished_at) - min(started_at))"
+        " from reproq.task_runs where result_id > %s", (last_warm,)).fetchone()
+    if (done, once) != (n, n):
+        raise RuntimeError(f"{n} tasks: {done} SUCCESSFUL, {once} after exactly one attempt")
+    return DrainResult(n / float(span), n / wall, float(span))

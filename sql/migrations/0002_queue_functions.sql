@@ -7,15 +7,18 @@
 
 -- The canonical form of "the same work": jsonb's text form is deterministic (keys sorted,
 -- whitespace normalised), so equal specs from Python and from psql hash alike.
+-- PL/pgSQL, not a SQL function: with its pinned search_path a SQL function cannot be inlined,
+-- and is then planned again for every call; PL/pgSQL evaluates this as a cached expression.
 create function reproq.spec_hash(
     p_task_path text, p_queue_name text, p_spec jsonb
 ) returns bytea
-language sql
+language plpgsql
 immutable
 parallel safe
 set search_path = pg_catalog, pg_temp
-return sha256(
-    convert_to(
+as $$
+begin
+    return sha256(convert_to(
         jsonb_build_object(
             'task_path', p_task_path,
             'queue_name', p_queue_name,
@@ -23,8 +26,9 @@ return sha256(
             'kwargs', p_spec -> 'kwargs'
         )::text,
         'UTF8'
-    )
-);
+    ));
+end;
+$$;
 
 comment on function reproq.spec_hash(text, text, jsonb) is
 'sha256 of the canonical JSON {"args","kwargs","task_path","queue_name"} that defines '
@@ -36,151 +40,180 @@ create function reproq.backoff_seconds(
     p_base_seconds double precision default 2,
     p_cap_seconds double precision default 3600
 ) returns double precision
-language sql
+language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
--- Jitter spreads retries of tasks that failed together so they do not return together. The
--- exponent is capped too, so huge attempt numbers cannot overflow double precision.
-return least(p_cap_seconds, p_base_seconds * power(2, least(greatest(p_attempt, 1) - 1, 60)))
-* (1 + 0.25 * random());
+as $$
+begin
+    -- Jitter spreads retries of tasks that failed together so they do not return together.
+    -- The exponent is capped too, so huge attempt numbers cannot overflow double precision.
+    return least(p_cap_seconds, p_base_seconds * power(2, least(greatest(p_attempt, 1) - 1, 60)))
+        * (1 + 0.25 * random());
+end;
+$$;
 
 comment on function reproq.backoff_seconds(integer, double precision, double precision) is
 'Retry delay after the given attempt: d = least(cap, base * 2^(attempt-1)), times a random '
 'factor from 1 to 1.25 (jitter), so the result lies in [d, 1.25 d].';
 
 
-create function reproq._try_timestamptz(p_value text) returns timestamptz
+create function reproq._task_problem(
+    p_task_path text,
+    p_spec jsonb,
+    p_queue_name text,
+    p_priority numeric,
+    p_max_attempts numeric,
+    p_timeout_seconds numeric,
+    p_lock_key text,
+    p_concurrency_key text,
+    p_concurrency_limit numeric,
+    p_metadata jsonb
+) returns text[]
 language plpgsql
-stable
+immutable
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    return p_value::timestamptz;
-exception when others then
-    return null;
-end;
-$$;
-
-comment on function reproq._try_timestamptz(text) is
-'Internal: parse a timestamp, or null when it is not one (so enqueue can name the bad field).';
-
-
-create function reproq._task_problem(p_item jsonb) returns text[]
-language plpgsql
-stable
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-    v_key text;
-begin
-    if jsonb_typeof(p_item) is distinct from 'object' then
-        return array['RQ002', 'each task must be a JSON object'];
-    end if;
-    for v_key in select jsonb_object_keys(p_item) loop
-        if v_key not in (
-            'task_path', 'spec', 'queue_name', 'priority', 'run_after', 'max_attempts',
-            'timeout_seconds', 'lock_key', 'concurrency_key', 'concurrency_limit',
-            'expires_at', 'metadata', 'dedup'
-        ) then
-            return array['RQ003', format('unknown task field %L', v_key)];
-        end if;
-    end loop;
-    if jsonb_typeof(p_item -> 'task_path') is distinct from 'string'
-        or p_item ->> 'task_path' !~ '^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$'
+    -- The one home of the rules for a task's fields: enqueue and enqueue_many both call it.
+    if p_task_path is null
+        or p_task_path !~ '^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$'
     then
         return array['RQ001', format(
             'task_path must be a dotted import path such as "myapp.tasks.send_email", got %s',
-            coalesce(p_item -> 'task_path', 'null'::jsonb)
+            coalesce(to_jsonb(p_task_path), 'null'::jsonb)
         )];
     end if;
-    if jsonb_typeof(p_item -> 'spec') is distinct from 'object'
-        or jsonb_typeof(p_item -> 'spec' -> 'args') is distinct from 'array'
-        or jsonb_typeof(p_item -> 'spec' -> 'kwargs') is distinct from 'object'
-        or (select count(*) from jsonb_object_keys(p_item -> 'spec')) <> 2
+    if jsonb_typeof(p_spec) is distinct from 'object'
+        or jsonb_typeof(p_spec -> 'args') is distinct from 'array'
+        or jsonb_typeof(p_spec -> 'kwargs') is distinct from 'object'
+        or p_spec - 'args' - 'kwargs' <> '{}'::jsonb
     then
         return array['RQ002', format(
             'spec must be exactly {"args": [...], "kwargs": {...}}, got %s',
-            left(coalesce(p_item -> 'spec', 'null'::jsonb)::text, 200)
+            left(coalesce(p_spec, 'null'::jsonb)::text, 200)
         )];
     end if;
-    if p_item ? 'queue_name' and (
-        jsonb_typeof(p_item -> 'queue_name') <> 'string'
-        or p_item ->> 'queue_name' = ''
-        or length(p_item ->> 'queue_name') > 200
-    ) then
+    if p_queue_name is null or p_queue_name = '' or length(p_queue_name) > 200 then
         return array['RQ003', 'queue_name must be a non-empty string of at most 200 characters'];
     end if;
-    if p_item ? 'priority' and jsonb_typeof(p_item -> 'priority') <> 'null' and (
-        jsonb_typeof(p_item -> 'priority') <> 'number'
-        or (p_item ->> 'priority')::numeric not between -100 and 100
-        or (p_item ->> 'priority')::numeric <> trunc((p_item ->> 'priority')::numeric)
-    ) then
+    if p_priority is null or p_priority not between -100 and 100
+        or p_priority <> trunc(p_priority)
+    then
         return array['RQ003', format(
-            'priority must be an integer from -100 to 100, got %s', p_item -> 'priority'
+            'priority must be an integer from -100 to 100, got %s', coalesce(p_priority::text, 'null')
         )];
     end if;
-    if p_item ? 'max_attempts' and jsonb_typeof(p_item -> 'max_attempts') <> 'null' and (
-        jsonb_typeof(p_item -> 'max_attempts') <> 'number'
-        or (p_item ->> 'max_attempts')::numeric not between 1 and 1000
-        or (p_item ->> 'max_attempts')::numeric <> trunc((p_item ->> 'max_attempts')::numeric)
-    ) then
+    if p_max_attempts is null or p_max_attempts not between 1 and 1000
+        or p_max_attempts <> trunc(p_max_attempts)
+    then
         return array['RQ003', format(
-            'max_attempts must be an integer from 1 to 1000, got %s', p_item -> 'max_attempts'
+            'max_attempts must be an integer from 1 to 1000, got %s',
+            coalesce(p_max_attempts::text, 'null')
         )];
     end if;
-    if p_item ? 'timeout_seconds' and jsonb_typeof(p_item -> 'timeout_seconds') <> 'null' and (
-        jsonb_typeof(p_item -> 'timeout_seconds') <> 'number'
-        or (p_item ->> 'timeout_seconds')::numeric not between 1 and 31536000
-        or (p_item ->> 'timeout_seconds')::numeric
-        <> trunc((p_item ->> 'timeout_seconds')::numeric)
-    ) then
+    if p_timeout_seconds is null or p_timeout_seconds not between 1 and 31536000
+        or p_timeout_seconds <> trunc(p_timeout_seconds)
+    then
         return array['RQ003', format(
             'timeout_seconds must be a whole number of seconds from 1 to 31536000, got %s',
-            p_item -> 'timeout_seconds'
+            coalesce(p_timeout_seconds::text, 'null')
         )];
     end if;
-    if p_item ? 'concurrency_limit' and jsonb_typeof(p_item -> 'concurrency_limit') <> 'null' and (
-        jsonb_typeof(p_item -> 'concurrency_limit') <> 'number'
-        or (p_item ->> 'concurrency_limit')::numeric < 1
-        or (p_item ->> 'concurrency_limit')::numeric > 1000000
-        or (p_item ->> 'concurrency_limit')::numeric
-        <> trunc((p_item ->> 'concurrency_limit')::numeric)
-        or jsonb_typeof(p_item -> 'concurrency_key') is distinct from 'string'
+    if p_concurrency_limit is not null and (
+        p_concurrency_limit not between 1 and 1000000
+        or p_concurrency_limit <> trunc(p_concurrency_limit)
+        or p_concurrency_key is null
     ) then
         return array['RQ003',
             'concurrency_limit must be a positive integer and needs a concurrency_key'];
     end if;
-    foreach v_key in array array['lock_key', 'concurrency_key'] loop
-        if p_item ? v_key and jsonb_typeof(p_item -> v_key) <> 'null' and (
-            jsonb_typeof(p_item -> v_key) <> 'string' or p_item ->> v_key = ''
-        ) then
-            return array['RQ003', format('%s must be a non-empty string', v_key)];
-        end if;
-    end loop;
-    foreach v_key in array array['run_after', 'expires_at'] loop
-        if p_item ? v_key and jsonb_typeof(p_item -> v_key) <> 'null' and (
-            jsonb_typeof(p_item -> v_key) <> 'string'
-            or reproq._try_timestamptz(p_item ->> v_key) is null
-        ) then
-            return array['RQ003', format(
-                '%s must be an ISO 8601 timestamp with a time zone, got %s',
-                v_key, p_item -> v_key
-            )];
-        end if;
-    end loop;
-    if p_item ? 'metadata' and jsonb_typeof(p_item -> 'metadata') not in ('object', 'null') then
-        return array['RQ003', 'metadata must be a JSON object'];
+    if p_lock_key = '' then
+        return array['RQ003', 'lock_key must be a non-empty string'];
     end if;
-    if p_item ? 'dedup' and jsonb_typeof(p_item -> 'dedup') not in ('boolean', 'null') then
-        return array['RQ003', 'dedup must be true or false'];
+    if p_concurrency_key = '' then
+        return array['RQ003', 'concurrency_key must be a non-empty string'];
+    end if;
+    if jsonb_typeof(p_metadata) is distinct from 'object' then
+        return array['RQ003', 'metadata must be a JSON object'];
     end if;
     return null;
 end;
 $$;
 
-comment on function reproq._task_problem(jsonb) is
-'Internal: the first problem with one task object of enqueue_many, as {sqlstate, message}, '
-'or null when it is valid.';
+comment on function reproq._task_problem(
+    text, jsonb, text, numeric, numeric, numeric, text, text, numeric, jsonb
+) is
+'Internal: the first problem with one task''s fields as {sqlstate, message}, or null when '
+'they are valid. The single home of these rules, shared by enqueue and enqueue_many.';
+
+
+create function reproq._item_shape_problem(p_item jsonb) returns text[]
+language sql
+immutable
+set search_path = pg_catalog, pg_temp
+-- JSON-level shape of one enqueue_many item: known fields with the right JSON types, so the
+-- typed casts after it cannot fail. Value rules are reproq._task_problem's.
+return case
+    when jsonb_typeof(p_item) is distinct from 'object'
+        then array['RQ002', 'each task must be a JSON object']
+    when
+        p_item - array[
+            'task_path', 'spec', 'queue_name', 'priority', 'run_after', 'max_attempts',
+            'timeout_seconds', 'lock_key', 'concurrency_key', 'concurrency_limit',
+            'expires_at', 'metadata', 'dedup'
+        ] <> '{}'::jsonb
+        then array['RQ003', format(
+            'unknown task field(s) %s',
+            (
+                select string_agg(quote_literal(k), ', ')
+                from jsonb_object_keys(
+                    p_item - array[
+                        'task_path', 'spec', 'queue_name', 'priority', 'run_after',
+                        'max_attempts', 'timeout_seconds', 'lock_key', 'concurrency_key',
+                        'concurrency_limit', 'expires_at', 'metadata', 'dedup'
+                    ]
+                ) as k
+            )
+        )]
+    when coalesce(jsonb_typeof(p_item -> 'task_path'), 'null') not in ('string', 'null')
+        then array['RQ001', format(
+            'task_path must be a dotted import path such as "myapp.tasks.send_email", got %s',
+            p_item -> 'task_path'
+        )]
+    when
+        coalesce(jsonb_typeof(p_item -> 'queue_name'), 'null') not in ('string', 'null')
+        or coalesce(jsonb_typeof(p_item -> 'lock_key'), 'null') not in ('string', 'null')
+        or coalesce(jsonb_typeof(p_item -> 'concurrency_key'), 'null') not in ('string', 'null')
+        then array['RQ003', 'queue_name, lock_key and concurrency_key must be strings']
+    when
+        coalesce(jsonb_typeof(p_item -> 'priority'), 'null') not in ('number', 'null')
+        or coalesce(jsonb_typeof(p_item -> 'max_attempts'), 'null') not in ('number', 'null')
+        or coalesce(jsonb_typeof(p_item -> 'timeout_seconds'), 'null') not in ('number', 'null')
+        or coalesce(jsonb_typeof(p_item -> 'concurrency_limit'), 'null') not in ('number', 'null')
+        then array[
+            'RQ003',
+            'priority, max_attempts, timeout_seconds and concurrency_limit must be numbers'
+        ]
+    -- ISO 8601 with an explicit offset: a timestamp without one would silently take the
+    -- session's time zone.
+    when
+        p_item ->> 'run_after'
+        !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
+        or p_item ->> 'expires_at'
+        !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
+        then array['RQ003', format(
+            'run_after and expires_at must be ISO 8601 timestamps with a time zone offset, '
+            'got %s and %s', p_item -> 'run_after', p_item -> 'expires_at'
+        )]
+    when coalesce(jsonb_typeof(p_item -> 'dedup'), 'null') not in ('boolean', 'null')
+        then array['RQ003', 'dedup must be true or false']
+    when coalesce(jsonb_typeof(p_item -> 'metadata'), 'null') not in ('object', 'null')
+        then array['RQ003', 'metadata must be a JSON object']
+end;
+
+comment on function reproq._item_shape_problem(jsonb) is
+'Internal: the first JSON-shape problem of one enqueue_many item (unknown field, wrong JSON '
+'type, timestamp without offset) as {sqlstate, message}, or null.';
 
 
 create function reproq.enqueue_many(
@@ -207,12 +240,34 @@ begin
     end if;
 
     -- Validate everything first: a batch is all or nothing.
-    select t.position, reproq._task_problem(t.item)
+    select t.position, reproq._item_shape_problem(t.item)
     into v_position, v_problem
     from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
-    where reproq._task_problem(t.item) is not null
+    where reproq._item_shape_problem(t.item) is not null
     order by t.position
     limit 1;
+    if v_problem is null then
+        select t.position, p.problem
+        into v_position, v_problem
+        from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
+        cross join lateral (
+            select reproq._task_problem(
+                t.item ->> 'task_path',
+                t.item -> 'spec',
+                coalesce(t.item ->> 'queue_name', 'default'),
+                coalesce((t.item ->> 'priority')::numeric, 0),
+                coalesce((t.item ->> 'max_attempts')::numeric, 3),
+                coalesce((t.item ->> 'timeout_seconds')::numeric, 900),
+                t.item ->> 'lock_key',
+                t.item ->> 'concurrency_key',
+                (t.item ->> 'concurrency_limit')::numeric,
+                coalesce(nullif(t.item -> 'metadata', 'null'), '{}')
+            ) as problem
+        ) as p
+        where p.problem is not null
+        order by t.position
+        limit 1;
+    end if;
     if v_problem is not null then
         raise exception 'task %: %', v_position, v_problem[2]
             using errcode = v_problem[1];
@@ -340,38 +395,71 @@ create function reproq.enqueue(
     p_dedup boolean default true,
     p_now timestamptz default null
 ) returns bigint
-language sql
+language plpgsql
 set search_path = pg_catalog, pg_temp
-begin atomic
-    select result_id
-    from reproq.enqueue_many(
-        jsonb_build_array(
-            jsonb_build_object(
-                'task_path', p_task_path,
-                'spec', p_spec,
-                'queue_name', p_queue,
-                'priority', p_priority,
-                'run_after', p_run_after,
-                'max_attempts', p_max_attempts,
-                'timeout_seconds', p_timeout_seconds,
-                'lock_key', p_lock_key,
-                'concurrency_key', p_concurrency_key,
-                'concurrency_limit', p_concurrency_limit,
-                'expires_at', p_expires_at,
-                'metadata', p_metadata
-            )
-        ),
-        p_dedup,
-        p_now
+as $$
+declare
+    v_now timestamptz := coalesce(p_now, now());
+    v_problem text[];
+    v_hash bytea;
+    v_result_id bigint;
+    v_created boolean;
+begin
+    -- The one-task fast path: same rules and the same row as enqueue_many, in one statement.
+    v_problem := reproq._task_problem(
+        p_task_path, p_spec, p_queue, p_priority, p_max_attempts, p_timeout_seconds,
+        p_lock_key, p_concurrency_key, p_concurrency_limit, coalesce(p_metadata, '{}')
     );
+    if v_problem is not null then
+        raise exception '%', v_problem[2] using errcode = v_problem[1];
+    end if;
+    if p_dedup is null then
+        raise exception 'p_dedup must be true or false' using errcode = 'RQ003';
+    end if;
+    v_hash := reproq.spec_hash(p_task_path, p_queue, p_spec);
+
+    if p_dedup then
+        insert into reproq.task_runs as t (
+            queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
+            max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
+            metadata_json, expires_at, enqueued_at
+        )
+        values (
+            p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, true,
+            p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
+            p_concurrency_limit, coalesce(p_metadata, '{}'), p_expires_at, v_now
+        )
+        on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
+        do update set dedup = t.dedup
+        -- xmax is 0 on a freshly inserted row and the locker's xid on a dedup hit.
+        returning t.result_id, t.xmax = '0'::xid into v_result_id, v_created;
+    else
+        insert into reproq.task_runs as t (
+            queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
+            max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
+            metadata_json, expires_at, enqueued_at
+        )
+        values (
+            p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, false,
+            p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
+            p_concurrency_limit, coalesce(p_metadata, '{}'), p_expires_at, v_now
+        )
+        returning t.result_id, true into v_result_id, v_created;
+    end if;
+
+    if v_created then
+        perform pg_notify('reproq', p_queue);
+    end if;
+    return v_result_id;
 end;
+$$;
 
 comment on function reproq.enqueue(
     text, jsonb, text, integer, timestamptz, integer, integer, text, text, integer,
     timestamptz, jsonb, boolean, timestamptz
 ) is
-'Enqueue one task and return its result_id (an existing one when deduplicated). '
-'Example: select reproq.enqueue(''myapp.tasks.send_email'', '
+'Enqueue one task and return its result_id (an existing one when deduplicated). Same rules '
+'and row as enqueue_many. Example: select reproq.enqueue(''myapp.tasks.send_email'', '
 '''{"args":[1],"kwargs":{}}''::jsonb, p_queue => ''emails'');';
 
 

@@ -151,7 +151,7 @@ def test_malformed_spec_envelope_is_refused(cur, spec):
 
 
 def test_unknown_field_in_batch_item_is_refused(cur):
-    with pytest.raises(InvalidArgument, match="unknown task field 'queue'"):
+    with pytest.raises(InvalidArgument, match=r"unknown task field\(s\) 'queue'"):
         queries.enqueue_many(cur, [{"task_path": "app.tasks.t",
                                     "spec": {"args": [], "kwargs": {}}, "queue": "x"}])
 
