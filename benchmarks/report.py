@@ -165,3 +165,25 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[index]
+
+
+def markdown(records: list[dict]) -> str:
+    """A Markdown table of a ``--json`` file (for docs/benchmarks.md)."""
+    lines = ["| figure | median | min–max | unit | vs raw baseline | target | verdict |",
+             "| --- | ---: | --- | --- | --- | --- | --- |"]
+    for r in records:
+        if r["unavailable"]:
+            lines.append(f"| `{r['key']}` | – | – | {r['unit']} | | | "
+                         f"not available: {r['unavailable']} |")
+        elif r["median"] is not None:
+            lines.append(f"| `{r['key']}` | {fmt(r['median'])} | {fmt(r['min'])}–"
+                         f"{fmt(r['max'])} | {r['unit']} | {r['ratio_to_baseline'] or ''} | "
+                         f"{r['target'] or ''} | {r['verdict'] or ''} |")
+    notes = [f"* `{r['key']}`: {r['note']}" for r in records if r.get("note")]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(markdown(json.loads(open(sys.argv[1]).read())))

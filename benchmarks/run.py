@@ -17,7 +17,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import baseline, cluster, djangowork, runnerwork, sqlwork
@@ -67,10 +67,8 @@ class Context:
     sizes: Sizes
     repeat: int
     logs: Path
-    statements: bool
     explain: bool = False
     server_log: Path | None = None
-    notes: list[str] = field(default_factory=list)
 
     def log(self, name: str) -> Path:
         return self.logs / f"{name}.log"
@@ -489,8 +487,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
     try:
         with cluster.connect() as conn:
-            ctx = Context(conn, reg, sizes, args.repeat, logs, args.statements, args.explain,
-                          pg.log_file)
+            ctx = Context(conn, reg, sizes, args.repeat, logs, args.explain, pg.log_file)
             for name in args.workloads:
                 began = time.perf_counter()
                 print(f"running {name} …", flush=True)

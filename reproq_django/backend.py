@@ -189,13 +189,16 @@ class ReproqBackend(BaseTaskBackend):
             for alias in by_alias:  # several queue databases: all roll back together
                 stack.enter_context(transaction.atomic(using=alias))
             for alias, indexes in by_alias.items():
+                items = [prepared[i].item for i in indexes]
                 with connections[alias].cursor() as cursor:
-                    enqueued = queries.enqueue_many(
-                        cursor, [prepared[i].item for i in indexes], dedup=config.DEDUP_ACTIVE)
-                    stored = {run.result_id: run for run in queries.get_task_runs(
-                        cursor, sorted({e.result_id for e in enqueued}))}
+                    enqueued = queries.enqueue_many(cursor, items, dedup=config.DEDUP_ACTIVE)
+                    # A new row is exactly its input; only dedup hits need reading back.
+                    existing = {run.result_id: run for run in queries.get_task_runs(
+                        cursor, sorted({e.result_id for e in enqueued if not e.created}))}
                 for e in enqueued:
-                    runs[indexes[e.position - 1]] = stored[e.result_id]
+                    runs[indexes[e.position - 1]] = (
+                        _new_run(items[e.position - 1], e) if e.created
+                        else existing[e.result_id])
         return runs
 
     # -- results --------------------------------------------------------------------------------
@@ -234,6 +237,26 @@ class ReproqBackend(BaseTaskBackend):
                                         conf.all_queue_aliases())
         with connections[alias].cursor() as cursor:
             return queries.cancel(cursor, number)
+
+
+def _new_run(item: dict[str, Any], enqueued: queries.Enqueued) -> queries.TaskRun:
+    """The row ``reproq.enqueue_many`` just inserted for ``item`` (see ``queries.task_item``),
+    without reading it back."""
+    run_after = item.get("run_after")
+    expires_at = item.get("expires_at")
+    return queries.TaskRun(
+        result_id=enqueued.result_id, queue_name=item["queue_name"], priority=item["priority"],
+        run_after=datetime.fromisoformat(run_after) if run_after else enqueued.enqueued_at,
+        task_path=item["task_path"], spec_json=item["spec"], status="READY", attempts=0,
+        max_attempts=item["max_attempts"], timeout_seconds=item["timeout_seconds"],
+        lock_key=item.get("lock_key"), concurrency_key=item.get("concurrency_key"),
+        concurrency_limit=item.get("concurrency_limit"), worker_ids=[], return_json=None,
+        errors_json=[], metadata_json=item.get("metadata") or {}, leased_by=None,
+        leased_until=None, lease_token=None, cancel_requested=False,
+        expires_at=datetime.fromisoformat(expires_at) if expires_at else None, logs_uri=None,
+        enqueued_at=enqueued.enqueued_at, started_at=None, last_attempted_at=None,
+        finished_at=None,
+    )
 
 
 def _with_fields(task: Task, **changes: Any) -> Task:

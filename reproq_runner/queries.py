@@ -35,6 +35,7 @@ class Enqueued:
     position: int
     result_id: int
     created: bool
+    enqueued_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +239,7 @@ def enqueue_many(cursor, items: Iterable[dict[str, Any]], *, dedup: bool = True,
     """reproq.enqueue_many: many tasks (see :func:`task_item`) in one atomic statement."""
     _execute(
         cursor,
-        "select position, result_id, created"
+        "select position, result_id, created, enqueued_at"
         " from reproq.enqueue_many(%s::jsonb, p_dedup => %s, p_now => %s)",
         (dumps_json(list(items)), dedup, now),
     )

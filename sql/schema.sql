@@ -30,15 +30,140 @@ COMMENT ON TYPE reproq.claimed_task IS 'What reproq.claim hands a worker: enough
 CREATE TYPE reproq.enqueued AS (
 	"position" integer,
 	result_id bigint,
-	created boolean
+	created boolean,
+	enqueued_at timestamp with time zone
 );
 
-COMMENT ON TYPE reproq.enqueued IS 'One row per input task of reproq.enqueue_many: its 1-based position, the id it maps to, and whether a new row was inserted (false when deduplicated onto an existing task).';
+COMMENT ON TYPE reproq.enqueued IS 'One row per input task of reproq.enqueue_many: its 1-based position, the id it maps to, whether a new row was inserted (false when deduplicated onto an existing task), and that row''s enqueued_at. A caller knows every other field of a new row from its input.';
+
+CREATE FUNCTION reproq._insert_task(p_task_path text, p_spec jsonb, p_queue text, p_priority integer, p_run_after timestamp with time zone, p_max_attempts integer, p_timeout_seconds integer, p_lock_key text, p_concurrency_key text, p_concurrency_limit integer, p_expires_at timestamp with time zone, p_metadata jsonb, p_dedup boolean, p_now timestamp with time zone) RETURNS reproq.enqueued
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+declare
+    v_now timestamptz := coalesce(p_now, now());
+    v_problem text[];
+    v_hash bytea;
+    v_result reproq.enqueued;
+begin
+    -- One task in one single-row statement: the path of every one-task enqueue. (The set-based
+    -- statement of enqueue_many pays off only for batches.)
+    v_problem := reproq._task_problem(
+        p_task_path, p_spec, p_queue, p_priority, p_max_attempts, p_timeout_seconds,
+        p_lock_key, p_concurrency_key, p_concurrency_limit, p_metadata
+    );
+    if v_problem is not null then
+        raise exception '%', v_problem[2] using errcode = v_problem[1];
+    end if;
+    if p_dedup is null then
+        raise exception 'p_dedup must be true or false' using errcode = 'RQ003';
+    end if;
+    v_hash := reproq.spec_hash(p_task_path, p_queue, p_spec);
+    v_result.position := 1;
+
+    if p_dedup then
+        insert into reproq.task_runs as t (
+            queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
+            max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
+            metadata_json, expires_at, enqueued_at
+        )
+        values (
+            p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, true,
+            p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
+            p_concurrency_limit, p_metadata, p_expires_at, v_now
+        )
+        on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
+        do update set dedup = t.dedup
+        -- xmax is 0 on a freshly inserted row and the locker's xid on a dedup hit.
+        returning t.result_id, t.xmax = '0'::xid, t.enqueued_at
+        into v_result.result_id, v_result.created, v_result.enqueued_at;
+    else
+        insert into reproq.task_runs as t (
+            queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
+            max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
+            metadata_json, expires_at, enqueued_at
+        )
+        values (
+            p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, false,
+            p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
+            p_concurrency_limit, p_metadata, p_expires_at, v_now
+        )
+        returning t.result_id, true, t.enqueued_at
+        into v_result.result_id, v_result.created, v_result.enqueued_at;
+    end if;
+    return v_result;
+end;
+$$;
+
+COMMENT ON FUNCTION reproq._insert_task(p_task_path text, p_spec jsonb, p_queue text, p_priority integer, p_run_after timestamp with time zone, p_max_attempts integer, p_timeout_seconds integer, p_lock_key text, p_concurrency_key text, p_concurrency_limit integer, p_expires_at timestamp with time zone, p_metadata jsonb, p_dedup boolean, p_now timestamp with time zone) IS 'Internal: validate and insert (or dedup) one task in a single-row statement; no notify. Shared by enqueue and the one-task case of enqueue_many.';
 
 CREATE FUNCTION reproq._item_shape_problem(p_item jsonb) RETURNS text[]
-    LANGUAGE sql IMMUTABLE
+    LANGUAGE plpgsql IMMUTABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
-    RETURN CASE WHEN (jsonb_typeof(p_item) IS DISTINCT FROM 'object'::text) THEN ARRAY['RQ002'::text, 'each task must be a JSON object'::text] WHEN ((p_item - ARRAY['task_path'::text, 'spec'::text, 'queue_name'::text, 'priority'::text, 'run_after'::text, 'max_attempts'::text, 'timeout_seconds'::text, 'lock_key'::text, 'concurrency_key'::text, 'concurrency_limit'::text, 'expires_at'::text, 'metadata'::text, 'dedup'::text]) <> '{}'::jsonb) THEN ARRAY['RQ003'::text, format('unknown task field(s) %s'::text, (SELECT string_agg(quote_literal(k.k), ', '::text) AS string_agg FROM jsonb_object_keys((_item_shape_problem.p_item - ARRAY['task_path'::text, 'spec'::text, 'queue_name'::text, 'priority'::text, 'run_after'::text, 'max_attempts'::text, 'timeout_seconds'::text, 'lock_key'::text, 'concurrency_key'::text, 'concurrency_limit'::text, 'expires_at'::text, 'metadata'::text, 'dedup'::text])) k(k)))] WHEN (COALESCE(jsonb_typeof((p_item -> 'task_path'::text)), 'null'::text) <> ALL (ARRAY['string'::text, 'null'::text])) THEN ARRAY['RQ001'::text, format('task_path must be a dotted import path such as "myapp.tasks.send_email", got %s'::text, (p_item -> 'task_path'::text))] WHEN ((COALESCE(jsonb_typeof((p_item -> 'queue_name'::text)), 'null'::text) <> ALL (ARRAY['string'::text, 'null'::text])) OR (COALESCE(jsonb_typeof((p_item -> 'lock_key'::text)), 'null'::text) <> ALL (ARRAY['string'::text, 'null'::text])) OR (COALESCE(jsonb_typeof((p_item -> 'concurrency_key'::text)), 'null'::text) <> ALL (ARRAY['string'::text, 'null'::text]))) THEN ARRAY['RQ003'::text, 'queue_name, lock_key and concurrency_key must be strings'::text] WHEN ((COALESCE(jsonb_typeof((p_item -> 'priority'::text)), 'null'::text) <> ALL (ARRAY['number'::text, 'null'::text])) OR (COALESCE(jsonb_typeof((p_item -> 'max_attempts'::text)), 'null'::text) <> ALL (ARRAY['number'::text, 'null'::text])) OR (COALESCE(jsonb_typeof((p_item -> 'timeout_seconds'::text)), 'null'::text) <> ALL (ARRAY['number'::text, 'null'::text])) OR (COALESCE(jsonb_typeof((p_item -> 'concurrency_limit'::text)), 'null'::text) <> ALL (ARRAY['number'::text, 'null'::text]))) THEN ARRAY['RQ003'::text, 'priority, max_attempts, timeout_seconds and concurrency_limit must be numbers'::text] WHEN (((p_item ->> 'run_after'::text) !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'::text) OR ((p_item ->> 'expires_at'::text) !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'::text)) THEN ARRAY['RQ003'::text, format('run_after and expires_at must be ISO 8601 timestamps with a time zone offset, got %s and %s'::text, (p_item -> 'run_after'::text), (p_item -> 'expires_at'::text))] WHEN (COALESCE(jsonb_typeof((p_item -> 'dedup'::text)), 'null'::text) <> ALL (ARRAY['boolean'::text, 'null'::text])) THEN ARRAY['RQ003'::text, 'dedup must be true or false'::text] WHEN (COALESCE(jsonb_typeof((p_item -> 'metadata'::text)), 'null'::text) <> ALL (ARRAY['object'::text, 'null'::text])) THEN ARRAY['RQ003'::text, 'metadata must be a JSON object'::text] ELSE NULL::text[] END;
+    AS $_$
+begin
+    -- JSON-level shape of one enqueue_many item: known fields with the right JSON types, so
+    -- the typed casts after it cannot fail. Value rules are reproq._task_problem's. (PL/pgSQL:
+    -- a SQL function with a pinned search_path would be planned again for every item.)
+    return case
+        when jsonb_typeof(p_item) is distinct from 'object'
+            then array['RQ002', 'each task must be a JSON object']
+        when
+            p_item - array[
+                'task_path', 'spec', 'queue_name', 'priority', 'run_after', 'max_attempts',
+                'timeout_seconds', 'lock_key', 'concurrency_key', 'concurrency_limit',
+                'expires_at', 'metadata', 'dedup'
+            ] <> '{}'::jsonb
+            then array['RQ003', format(
+                'unknown task field(s) %s',
+                (
+                    select string_agg(quote_literal(k), ', ')
+                    from jsonb_object_keys(
+                        p_item - array[
+                            'task_path', 'spec', 'queue_name', 'priority', 'run_after',
+                            'max_attempts', 'timeout_seconds', 'lock_key', 'concurrency_key',
+                            'concurrency_limit', 'expires_at', 'metadata', 'dedup'
+                        ]
+                    ) as k
+                )
+            )]
+        when coalesce(jsonb_typeof(p_item -> 'task_path'), 'null') not in ('string', 'null')
+            then array['RQ001', format(
+                'task_path must be a dotted import path such as "myapp.tasks.send_email", got %s',
+                p_item -> 'task_path'
+            )]
+        when
+            coalesce(jsonb_typeof(p_item -> 'queue_name'), 'null') not in ('string', 'null')
+            or coalesce(jsonb_typeof(p_item -> 'lock_key'), 'null') not in ('string', 'null')
+            or coalesce(jsonb_typeof(p_item -> 'concurrency_key'), 'null') not in ('string', 'null')
+            then array['RQ003', 'queue_name, lock_key and concurrency_key must be strings']
+        when
+            coalesce(jsonb_typeof(p_item -> 'priority'), 'null') not in ('number', 'null')
+            or coalesce(jsonb_typeof(p_item -> 'max_attempts'), 'null') not in ('number', 'null')
+            or coalesce(jsonb_typeof(p_item -> 'timeout_seconds'), 'null') not in ('number', 'null')
+            or coalesce(jsonb_typeof(p_item -> 'concurrency_limit'), 'null') not in ('number', 'null')
+            then array[
+                'RQ003',
+                'priority, max_attempts, timeout_seconds and concurrency_limit must be numbers'
+            ]
+        -- ISO 8601 with an explicit offset: a timestamp without one would silently take the
+        -- session's time zone.
+        when
+            p_item ->> 'run_after'
+            !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
+            or p_item ->> 'expires_at'
+            !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
+            then array['RQ003', format(
+                'run_after and expires_at must be ISO 8601 timestamps with a time zone offset, '
+                'got %s and %s', p_item -> 'run_after', p_item -> 'expires_at'
+            )]
+        when coalesce(jsonb_typeof(p_item -> 'dedup'), 'null') not in ('boolean', 'null')
+            then array['RQ003', 'dedup must be true or false']
+        when coalesce(jsonb_typeof(p_item -> 'metadata'), 'null') not in ('object', 'null')
+            then array['RQ003', 'metadata must be a JSON object']
+    end;
+end;
+$_$;
 
 COMMENT ON FUNCTION reproq._item_shape_problem(p_item jsonb) IS 'Internal: the first JSON-shape problem of one enqueue_many item (unknown field, wrong JSON type, timestamp without offset) as {sqlstate, message}, or null.';
 
@@ -358,58 +483,17 @@ CREATE FUNCTION reproq.enqueue(p_task_path text, p_spec jsonb DEFAULT '{"args": 
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 declare
-    v_now timestamptz := coalesce(p_now, now());
-    v_problem text[];
-    v_hash bytea;
-    v_result_id bigint;
-    v_created boolean;
+    v_result reproq.enqueued;
 begin
-    -- The one-task fast path: same rules and the same row as enqueue_many, in one statement.
-    v_problem := reproq._task_problem(
-        p_task_path, p_spec, p_queue, p_priority, p_max_attempts, p_timeout_seconds,
-        p_lock_key, p_concurrency_key, p_concurrency_limit, coalesce(p_metadata, '{}')
+    v_result := reproq._insert_task(
+        p_task_path, p_spec, p_queue, p_priority, p_run_after, p_max_attempts,
+        p_timeout_seconds, p_lock_key, p_concurrency_key, p_concurrency_limit, p_expires_at,
+        coalesce(p_metadata, '{}'), p_dedup, p_now
     );
-    if v_problem is not null then
-        raise exception '%', v_problem[2] using errcode = v_problem[1];
-    end if;
-    if p_dedup is null then
-        raise exception 'p_dedup must be true or false' using errcode = 'RQ003';
-    end if;
-    v_hash := reproq.spec_hash(p_task_path, p_queue, p_spec);
-
-    if p_dedup then
-        insert into reproq.task_runs as t (
-            queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
-            max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
-            metadata_json, expires_at, enqueued_at
-        )
-        values (
-            p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, true,
-            p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
-            p_concurrency_limit, coalesce(p_metadata, '{}'), p_expires_at, v_now
-        )
-        on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
-        do update set dedup = t.dedup
-        -- xmax is 0 on a freshly inserted row and the locker's xid on a dedup hit.
-        returning t.result_id, t.xmax = '0'::xid into v_result_id, v_created;
-    else
-        insert into reproq.task_runs as t (
-            queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
-            max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
-            metadata_json, expires_at, enqueued_at
-        )
-        values (
-            p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, false,
-            p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
-            p_concurrency_limit, coalesce(p_metadata, '{}'), p_expires_at, v_now
-        )
-        returning t.result_id, true into v_result_id, v_created;
-    end if;
-
-    if v_created then
+    if v_result.created then
         perform pg_notify('reproq', p_queue);
     end if;
-    return v_result_id;
+    return v_result.result_id;
 end;
 $$;
 
@@ -424,6 +508,8 @@ declare
     v_problem text[];
     v_position bigint;
     v_results reproq.enqueued [];
+    v_result reproq.enqueued;
+    v_item jsonb;
     v_queues text;
 begin
     if jsonb_typeof(p_tasks) is distinct from 'array' then
@@ -435,10 +521,11 @@ begin
     end if;
 
     -- Validate everything first: a batch is all or nothing.
-    select t.position, reproq._item_shape_problem(t.item)
+    select t.position, p.problem
     into v_position, v_problem
     from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
-    where reproq._item_shape_problem(t.item) is not null
+    cross join lateral (select reproq._item_shape_problem(t.item) as problem) as p
+    where p.problem is not null
     order by t.position
     limit 1;
     if v_problem is null then
@@ -466,6 +553,31 @@ begin
     if v_problem is not null then
         raise exception 'task %: %', v_position, v_problem[2]
             using errcode = v_problem[1];
+    end if;
+
+    if jsonb_array_length(p_tasks) = 1 then
+        v_item := p_tasks -> 0;
+        v_result := reproq._insert_task(
+            v_item ->> 'task_path',
+            v_item -> 'spec',
+            coalesce(v_item ->> 'queue_name', 'default'),
+            coalesce((v_item ->> 'priority')::numeric::integer, 0),
+            (v_item ->> 'run_after')::timestamptz,
+            coalesce((v_item ->> 'max_attempts')::numeric::integer, 3),
+            coalesce((v_item ->> 'timeout_seconds')::numeric::integer, 900),
+            v_item ->> 'lock_key',
+            v_item ->> 'concurrency_key',
+            (v_item ->> 'concurrency_limit')::numeric::integer,
+            (v_item ->> 'expires_at')::timestamptz,
+            coalesce(nullif(v_item -> 'metadata', 'null'), '{}'),
+            coalesce((v_item ->> 'dedup')::boolean, p_dedup),
+            v_now
+        );
+        if v_result.created then
+            perform pg_notify('reproq', coalesce(v_item ->> 'queue_name', 'default'));
+        end if;
+        return next v_result;
+        return;
     end if;
 
     with items as materialized (
@@ -527,7 +639,7 @@ begin
         on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
         -- A no-op update so RETURNING yields the existing row's id (DO NOTHING yields none).
         do update set dedup = t.dedup
-        returning t.result_id, t.spec_hash, t.dedup, t.queue_name
+        returning t.result_id, t.spec_hash, t.dedup, t.queue_name, t.enqueued_at
     ),
 
     -- Two equi-joins (hashable) rather than one join on an OR, which would be quadratic in
@@ -538,7 +650,8 @@ begin
             l.position,
             i.result_id,
             i.result_id = l.new_id as created,
-            i.queue_name
+            i.queue_name,
+            i.enqueued_at
         from led as l
         inner join inserted as i on i.spec_hash = l.spec_hash and i.dedup
         where l.dedup
@@ -547,14 +660,18 @@ begin
             l.position,
             i.result_id,
             true as created,
-            i.queue_name
+            i.queue_name,
+            i.enqueued_at
         from led as l
         inner join inserted as i on i.result_id = l.new_id
         where not l.dedup
     )
 
     select
-        array_agg(row(m.position, m.result_id, m.created)::reproq.enqueued order by m.position),
+        array_agg(
+            row(m.position, m.result_id, m.created, m.enqueued_at)::reproq.enqueued
+            order by m.position
+        ),
         string_agg(distinct m.queue_name, ',') filter (where m.created)
     into v_results, v_queues
     from mapped as m;
@@ -568,7 +685,7 @@ begin
 end;
 $$;
 
-COMMENT ON FUNCTION reproq.enqueue_many(p_tasks jsonb, p_dedup boolean, p_now timestamp with time zone) IS 'Enqueue a JSON array of task objects in one statement, all or nothing. Returns one row per input (position, result_id, created). With dedup, a spec identical to a READY or RUNNING dedup task maps to that task instead of inserting. One pg_notify per call.';
+COMMENT ON FUNCTION reproq.enqueue_many(p_tasks jsonb, p_dedup boolean, p_now timestamp with time zone) IS 'Enqueue a JSON array of task objects, all or nothing. Returns one row per input (position, result_id, created, enqueued_at). With dedup, a spec identical to a READY or RUNNING dedup task maps to that task instead of inserting. One pg_notify per call.';
 
 CREATE FUNCTION reproq.fail(p_result_id bigint, p_lease_token uuid, p_error jsonb, p_retry boolean DEFAULT true, p_retry_in_seconds double precision DEFAULT NULL::double precision, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS text
     LANGUAGE plpgsql

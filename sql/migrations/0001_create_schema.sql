@@ -127,12 +127,14 @@ comment on table reproq.queue_controls is
 create type reproq.enqueued as (
     position integer,
     result_id bigint,
-    created boolean
+    created boolean,
+    enqueued_at timestamptz
 );
 
 comment on type reproq.enqueued is
 'One row per input task of reproq.enqueue_many: its 1-based position, the id it maps to, '
-'and whether a new row was inserted (false when deduplicated onto an existing task).';
+'whether a new row was inserted (false when deduplicated onto an existing task), and that '
+'row''s enqueued_at. A caller knows every other field of a new row from its input.';
 
 create type reproq.claimed_task as (
     result_id bigint,

@@ -148,72 +148,159 @@ comment on function reproq._task_problem(
 
 
 create function reproq._item_shape_problem(p_item jsonb) returns text[]
-language sql
+language plpgsql
 immutable
 set search_path = pg_catalog, pg_temp
--- JSON-level shape of one enqueue_many item: known fields with the right JSON types, so the
--- typed casts after it cannot fail. Value rules are reproq._task_problem's.
-return case
-    when jsonb_typeof(p_item) is distinct from 'object'
-        then array['RQ002', 'each task must be a JSON object']
-    when
-        p_item - array[
-            'task_path', 'spec', 'queue_name', 'priority', 'run_after', 'max_attempts',
-            'timeout_seconds', 'lock_key', 'concurrency_key', 'concurrency_limit',
-            'expires_at', 'metadata', 'dedup'
-        ] <> '{}'::jsonb
-        then array['RQ003', format(
-            'unknown task field(s) %s',
-            (
-                select string_agg(quote_literal(k), ', ')
-                from jsonb_object_keys(
-                    p_item - array[
-                        'task_path', 'spec', 'queue_name', 'priority', 'run_after',
-                        'max_attempts', 'timeout_seconds', 'lock_key', 'concurrency_key',
-                        'concurrency_limit', 'expires_at', 'metadata', 'dedup'
-                    ]
-                ) as k
-            )
-        )]
-    when coalesce(jsonb_typeof(p_item -> 'task_path'), 'null') not in ('string', 'null')
-        then array['RQ001', format(
-            'task_path must be a dotted import path such as "myapp.tasks.send_email", got %s',
-            p_item -> 'task_path'
-        )]
-    when
-        coalesce(jsonb_typeof(p_item -> 'queue_name'), 'null') not in ('string', 'null')
-        or coalesce(jsonb_typeof(p_item -> 'lock_key'), 'null') not in ('string', 'null')
-        or coalesce(jsonb_typeof(p_item -> 'concurrency_key'), 'null') not in ('string', 'null')
-        then array['RQ003', 'queue_name, lock_key and concurrency_key must be strings']
-    when
-        coalesce(jsonb_typeof(p_item -> 'priority'), 'null') not in ('number', 'null')
-        or coalesce(jsonb_typeof(p_item -> 'max_attempts'), 'null') not in ('number', 'null')
-        or coalesce(jsonb_typeof(p_item -> 'timeout_seconds'), 'null') not in ('number', 'null')
-        or coalesce(jsonb_typeof(p_item -> 'concurrency_limit'), 'null') not in ('number', 'null')
-        then array[
-            'RQ003',
-            'priority, max_attempts, timeout_seconds and concurrency_limit must be numbers'
-        ]
-    -- ISO 8601 with an explicit offset: a timestamp without one would silently take the
-    -- session's time zone.
-    when
-        p_item ->> 'run_after'
-        !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
-        or p_item ->> 'expires_at'
-        !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
-        then array['RQ003', format(
-            'run_after and expires_at must be ISO 8601 timestamps with a time zone offset, '
-            'got %s and %s', p_item -> 'run_after', p_item -> 'expires_at'
-        )]
-    when coalesce(jsonb_typeof(p_item -> 'dedup'), 'null') not in ('boolean', 'null')
-        then array['RQ003', 'dedup must be true or false']
-    when coalesce(jsonb_typeof(p_item -> 'metadata'), 'null') not in ('object', 'null')
-        then array['RQ003', 'metadata must be a JSON object']
+as $$
+begin
+    -- JSON-level shape of one enqueue_many item: known fields with the right JSON types, so
+    -- the typed casts after it cannot fail. Value rules are reproq._task_problem's. (PL/pgSQL:
+    -- a SQL function with a pinned search_path would be planned again for every item.)
+    return case
+        when jsonb_typeof(p_item) is distinct from 'object'
+            then array['RQ002', 'each task must be a JSON object']
+        when
+            p_item - array[
+                'task_path', 'spec', 'queue_name', 'priority', 'run_after', 'max_attempts',
+                'timeout_seconds', 'lock_key', 'concurrency_key', 'concurrency_limit',
+                'expires_at', 'metadata', 'dedup'
+            ] <> '{}'::jsonb
+            then array['RQ003', format(
+                'unknown task field(s) %s',
+                (
+                    select string_agg(quote_literal(k), ', ')
+                    from jsonb_object_keys(
+                        p_item - array[
+                            'task_path', 'spec', 'queue_name', 'priority', 'run_after',
+                            'max_attempts', 'timeout_seconds', 'lock_key', 'concurrency_key',
+                            'concurrency_limit', 'expires_at', 'metadata', 'dedup'
+                        ]
+                    ) as k
+                )
+            )]
+        when coalesce(jsonb_typeof(p_item -> 'task_path'), 'null') not in ('string', 'null')
+            then array['RQ001', format(
+                'task_path must be a dotted import path such as "myapp.tasks.send_email", got %s',
+                p_item -> 'task_path'
+            )]
+        when
+            coalesce(jsonb_typeof(p_item -> 'queue_name'), 'null') not in ('string', 'null')
+            or coalesce(jsonb_typeof(p_item -> 'lock_key'), 'null') not in ('string', 'null')
+            or coalesce(jsonb_typeof(p_item -> 'concurrency_key'), 'null') not in ('string', 'null')
+            then array['RQ003', 'queue_name, lock_key and concurrency_key must be strings']
+        when
+            coalesce(jsonb_typeof(p_item -> 'priority'), 'null') not in ('number', 'null')
+            or coalesce(jsonb_typeof(p_item -> 'max_attempts'), 'null') not in ('number', 'null')
+            or coalesce(jsonb_typeof(p_item -> 'timeout_seconds'), 'null') not in ('number', 'null')
+            or coalesce(jsonb_typeof(p_item -> 'concurrency_limit'), 'null') not in ('number', 'null')
+            then array[
+                'RQ003',
+                'priority, max_attempts, timeout_seconds and concurrency_limit must be numbers'
+            ]
+        -- ISO 8601 with an explicit offset: a timestamp without one would silently take the
+        -- session's time zone.
+        when
+            p_item ->> 'run_after'
+            !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
+            or p_item ->> 'expires_at'
+            !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
+            then array['RQ003', format(
+                'run_after and expires_at must be ISO 8601 timestamps with a time zone offset, '
+                'got %s and %s', p_item -> 'run_after', p_item -> 'expires_at'
+            )]
+        when coalesce(jsonb_typeof(p_item -> 'dedup'), 'null') not in ('boolean', 'null')
+            then array['RQ003', 'dedup must be true or false']
+        when coalesce(jsonb_typeof(p_item -> 'metadata'), 'null') not in ('object', 'null')
+            then array['RQ003', 'metadata must be a JSON object']
+    end;
 end;
+$$;
 
 comment on function reproq._item_shape_problem(jsonb) is
 'Internal: the first JSON-shape problem of one enqueue_many item (unknown field, wrong JSON '
 'type, timestamp without offset) as {sqlstate, message}, or null.';
+
+
+create function reproq._insert_task(
+    p_task_path text,
+    p_spec jsonb,
+    p_queue text,
+    p_priority integer,
+    p_run_after timestamptz,
+    p_max_attempts integer,
+    p_timeout_seconds integer,
+    p_lock_key text,
+    p_concurrency_key text,
+    p_concurrency_limit integer,
+    p_expires_at timestamptz,
+    p_metadata jsonb,
+    p_dedup boolean,
+    p_now timestamptz
+) returns reproq.enqueued
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_now timestamptz := coalesce(p_now, now());
+    v_problem text[];
+    v_hash bytea;
+    v_result reproq.enqueued;
+begin
+    -- One task in one single-row statement: the path of every one-task enqueue. (The set-based
+    -- statement of enqueue_many pays off only for batches.)
+    v_problem := reproq._task_problem(
+        p_task_path, p_spec, p_queue, p_priority, p_max_attempts, p_timeout_seconds,
+        p_lock_key, p_concurrency_key, p_concurrency_limit, p_metadata
+    );
+    if v_problem is not null then
+        raise exception '%', v_problem[2] using errcode = v_problem[1];
+    end if;
+    if p_dedup is null then
+        raise exception 'p_dedup must be true or false' using errcode = 'RQ003';
+    end if;
+    v_hash := reproq.spec_hash(p_task_path, p_queue, p_spec);
+    v_result.position := 1;
+
+    if p_dedup then
+        insert into reproq.task_runs as t (
+            queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
+            max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
+            metadata_json, expires_at, enqueued_at
+        )
+        values (
+            p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, true,
+            p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
+            p_concurrency_limit, p_metadata, p_expires_at, v_now
+        )
+        on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
+        do update set dedup = t.dedup
+        -- xmax is 0 on a freshly inserted row and the locker's xid on a dedup hit.
+        returning t.result_id, t.xmax = '0'::xid, t.enqueued_at
+        into v_result.result_id, v_result.created, v_result.enqueued_at;
+    else
+        insert into reproq.task_runs as t (
+            queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
+            max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
+            metadata_json, expires_at, enqueued_at
+        )
+        values (
+            p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, false,
+            p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
+            p_concurrency_limit, p_metadata, p_expires_at, v_now
+        )
+        returning t.result_id, true, t.enqueued_at
+        into v_result.result_id, v_result.created, v_result.enqueued_at;
+    end if;
+    return v_result;
+end;
+$$;
+
+comment on function reproq._insert_task(
+    text, jsonb, text, integer, timestamptz, integer, integer, text, text, integer,
+    timestamptz, jsonb, boolean, timestamptz
+) is
+'Internal: validate and insert (or dedup) one task in a single-row statement; no notify. '
+'Shared by enqueue and the one-task case of enqueue_many.';
 
 
 create function reproq.enqueue_many(
@@ -229,6 +316,8 @@ declare
     v_problem text[];
     v_position bigint;
     v_results reproq.enqueued [];
+    v_result reproq.enqueued;
+    v_item jsonb;
     v_queues text;
 begin
     if jsonb_typeof(p_tasks) is distinct from 'array' then
@@ -240,10 +329,11 @@ begin
     end if;
 
     -- Validate everything first: a batch is all or nothing.
-    select t.position, reproq._item_shape_problem(t.item)
+    select t.position, p.problem
     into v_position, v_problem
     from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
-    where reproq._item_shape_problem(t.item) is not null
+    cross join lateral (select reproq._item_shape_problem(t.item) as problem) as p
+    where p.problem is not null
     order by t.position
     limit 1;
     if v_problem is null then
@@ -271,6 +361,31 @@ begin
     if v_problem is not null then
         raise exception 'task %: %', v_position, v_problem[2]
             using errcode = v_problem[1];
+    end if;
+
+    if jsonb_array_length(p_tasks) = 1 then
+        v_item := p_tasks -> 0;
+        v_result := reproq._insert_task(
+            v_item ->> 'task_path',
+            v_item -> 'spec',
+            coalesce(v_item ->> 'queue_name', 'default'),
+            coalesce((v_item ->> 'priority')::numeric::integer, 0),
+            (v_item ->> 'run_after')::timestamptz,
+            coalesce((v_item ->> 'max_attempts')::numeric::integer, 3),
+            coalesce((v_item ->> 'timeout_seconds')::numeric::integer, 900),
+            v_item ->> 'lock_key',
+            v_item ->> 'concurrency_key',
+            (v_item ->> 'concurrency_limit')::numeric::integer,
+            (v_item ->> 'expires_at')::timestamptz,
+            coalesce(nullif(v_item -> 'metadata', 'null'), '{}'),
+            coalesce((v_item ->> 'dedup')::boolean, p_dedup),
+            v_now
+        );
+        if v_result.created then
+            perform pg_notify('reproq', coalesce(v_item ->> 'queue_name', 'default'));
+        end if;
+        return next v_result;
+        return;
     end if;
 
     with items as materialized (
@@ -332,7 +447,7 @@ begin
         on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
         -- A no-op update so RETURNING yields the existing row's id (DO NOTHING yields none).
         do update set dedup = t.dedup
-        returning t.result_id, t.spec_hash, t.dedup, t.queue_name
+        returning t.result_id, t.spec_hash, t.dedup, t.queue_name, t.enqueued_at
     ),
 
     -- Two equi-joins (hashable) rather than one join on an OR, which would be quadratic in
@@ -343,7 +458,8 @@ begin
             l.position,
             i.result_id,
             i.result_id = l.new_id as created,
-            i.queue_name
+            i.queue_name,
+            i.enqueued_at
         from led as l
         inner join inserted as i on i.spec_hash = l.spec_hash and i.dedup
         where l.dedup
@@ -352,14 +468,18 @@ begin
             l.position,
             i.result_id,
             true as created,
-            i.queue_name
+            i.queue_name,
+            i.enqueued_at
         from led as l
         inner join inserted as i on i.result_id = l.new_id
         where not l.dedup
     )
 
     select
-        array_agg(row(m.position, m.result_id, m.created)::reproq.enqueued order by m.position),
+        array_agg(
+            row(m.position, m.result_id, m.created, m.enqueued_at)::reproq.enqueued
+            order by m.position
+        ),
         string_agg(distinct m.queue_name, ',') filter (where m.created)
     into v_results, v_queues
     from mapped as m;
@@ -374,9 +494,9 @@ end;
 $$;
 
 comment on function reproq.enqueue_many(jsonb, boolean, timestamptz) is
-'Enqueue a JSON array of task objects in one statement, all or nothing. Returns one row per '
-'input (position, result_id, created). With dedup, a spec identical to a READY or RUNNING '
-'dedup task maps to that task instead of inserting. One pg_notify per call.';
+'Enqueue a JSON array of task objects, all or nothing. Returns one row per input (position, '
+'result_id, created, enqueued_at). With dedup, a spec identical to a READY or RUNNING dedup '
+'task maps to that task instead of inserting. One pg_notify per call.';
 
 
 create function reproq.enqueue(
@@ -399,58 +519,17 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_now timestamptz := coalesce(p_now, now());
-    v_problem text[];
-    v_hash bytea;
-    v_result_id bigint;
-    v_created boolean;
+    v_result reproq.enqueued;
 begin
-    -- The one-task fast path: same rules and the same row as enqueue_many, in one statement.
-    v_problem := reproq._task_problem(
-        p_task_path, p_spec, p_queue, p_priority, p_max_attempts, p_timeout_seconds,
-        p_lock_key, p_concurrency_key, p_concurrency_limit, coalesce(p_metadata, '{}')
+    v_result := reproq._insert_task(
+        p_task_path, p_spec, p_queue, p_priority, p_run_after, p_max_attempts,
+        p_timeout_seconds, p_lock_key, p_concurrency_key, p_concurrency_limit, p_expires_at,
+        coalesce(p_metadata, '{}'), p_dedup, p_now
     );
-    if v_problem is not null then
-        raise exception '%', v_problem[2] using errcode = v_problem[1];
-    end if;
-    if p_dedup is null then
-        raise exception 'p_dedup must be true or false' using errcode = 'RQ003';
-    end if;
-    v_hash := reproq.spec_hash(p_task_path, p_queue, p_spec);
-
-    if p_dedup then
-        insert into reproq.task_runs as t (
-            queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
-            max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
-            metadata_json, expires_at, enqueued_at
-        )
-        values (
-            p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, true,
-            p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
-            p_concurrency_limit, coalesce(p_metadata, '{}'), p_expires_at, v_now
-        )
-        on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
-        do update set dedup = t.dedup
-        -- xmax is 0 on a freshly inserted row and the locker's xid on a dedup hit.
-        returning t.result_id, t.xmax = '0'::xid into v_result_id, v_created;
-    else
-        insert into reproq.task_runs as t (
-            queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
-            max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
-            metadata_json, expires_at, enqueued_at
-        )
-        values (
-            p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, false,
-            p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
-            p_concurrency_limit, coalesce(p_metadata, '{}'), p_expires_at, v_now
-        )
-        returning t.result_id, true into v_result_id, v_created;
-    end if;
-
-    if v_created then
+    if v_result.created then
         perform pg_notify('reproq', p_queue);
     end if;
-    return v_result_id;
+    return v_result.result_id;
 end;
 $$;
 
