@@ -97,76 +97,6 @@ $$;
 
 COMMENT ON FUNCTION reproq._insert_task(p_task_path text, p_spec jsonb, p_queue text, p_priority integer, p_run_after timestamp with time zone, p_max_attempts integer, p_timeout_seconds integer, p_lock_key text, p_concurrency_key text, p_concurrency_limit integer, p_expires_at timestamp with time zone, p_metadata jsonb, p_dedup boolean, p_now timestamp with time zone) IS 'Internal: validate and insert (or dedup) one task in a single-row statement; no notify. Shared by enqueue and the one-task case of enqueue_many.';
 
-CREATE FUNCTION reproq._item_shape_problem(p_item jsonb) RETURNS text[]
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $_$
-begin
-    -- JSON-level shape of one enqueue_many item: known fields with the right JSON types, so
-    -- the typed casts after it cannot fail. Value rules are reproq._task_problem's. (PL/pgSQL:
-    -- a SQL function with a pinned search_path would be planned again for every item.)
-    return case
-        when jsonb_typeof(p_item) is distinct from 'object'
-            then array['RQ002', 'each task must be a JSON object']
-        when
-            p_item - array[
-                'task_path', 'spec', 'queue_name', 'priority', 'run_after', 'max_attempts',
-                'timeout_seconds', 'lock_key', 'concurrency_key', 'concurrency_limit',
-                'expires_at', 'metadata', 'dedup'
-            ] <> '{}'::jsonb
-            then array['RQ003', format(
-                'unknown task field(s) %s',
-                (
-                    select string_agg(quote_literal(k), ', ')
-                    from jsonb_object_keys(
-                        p_item - array[
-                            'task_path', 'spec', 'queue_name', 'priority', 'run_after',
-                            'max_attempts', 'timeout_seconds', 'lock_key', 'concurrency_key',
-                            'concurrency_limit', 'expires_at', 'metadata', 'dedup'
-                        ]
-                    ) as k
-                )
-            )]
-        when coalesce(jsonb_typeof(p_item -> 'task_path'), 'null') not in ('string', 'null')
-            then array['RQ001', format(
-                'task_path must be a dotted import path such as "myapp.tasks.send_email", got %s',
-                p_item -> 'task_path'
-            )]
-        when
-            coalesce(jsonb_typeof(p_item -> 'queue_name'), 'null') not in ('string', 'null')
-            or coalesce(jsonb_typeof(p_item -> 'lock_key'), 'null') not in ('string', 'null')
-            or coalesce(jsonb_typeof(p_item -> 'concurrency_key'), 'null') not in ('string', 'null')
-            then array['RQ003', 'queue_name, lock_key and concurrency_key must be strings']
-        when
-            coalesce(jsonb_typeof(p_item -> 'priority'), 'null') not in ('number', 'null')
-            or coalesce(jsonb_typeof(p_item -> 'max_attempts'), 'null') not in ('number', 'null')
-            or coalesce(jsonb_typeof(p_item -> 'timeout_seconds'), 'null') not in ('number', 'null')
-            or coalesce(jsonb_typeof(p_item -> 'concurrency_limit'), 'null') not in ('number', 'null')
-            then array[
-                'RQ003',
-                'priority, max_attempts, timeout_seconds and concurrency_limit must be numbers'
-            ]
-        -- ISO 8601 with an explicit offset: a timestamp without one would silently take the
-        -- session's time zone.
-        when
-            p_item ->> 'run_after'
-            !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
-            or p_item ->> 'expires_at'
-            !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
-            then array['RQ003', format(
-                'run_after and expires_at must be ISO 8601 timestamps with a time zone offset, '
-                'got %s and %s', p_item -> 'run_after', p_item -> 'expires_at'
-            )]
-        when coalesce(jsonb_typeof(p_item -> 'dedup'), 'null') not in ('boolean', 'null')
-            then array['RQ003', 'dedup must be true or false']
-        when coalesce(jsonb_typeof(p_item -> 'metadata'), 'null') not in ('object', 'null')
-            then array['RQ003', 'metadata must be a JSON object']
-    end;
-end;
-$_$;
-
-COMMENT ON FUNCTION reproq._item_shape_problem(p_item jsonb) IS 'Internal: the first JSON-shape problem of one enqueue_many item (unknown field, wrong JSON type, timestamp without offset) as {sqlstate, message}, or null.';
-
 CREATE FUNCTION reproq._raise_lease_lost(p_result_id bigint) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -502,7 +432,7 @@ COMMENT ON FUNCTION reproq.enqueue(p_task_path text, p_spec jsonb, p_queue text,
 CREATE FUNCTION reproq.enqueue_many(p_tasks jsonb, p_dedup boolean DEFAULT true, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF reproq.enqueued
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $$
+    AS $_$
 declare
     v_now timestamptz := coalesce(p_now, now());
     v_problem text[];
@@ -521,12 +451,73 @@ begin
     end if;
 
     -- Validate everything first: a batch is all or nothing.
-    select t.position, p.problem
+    -- First the JSON shape (known fields, JSON types, timestamps with an offset), so the typed
+    -- casts below cannot fail; then the value rules of reproq._task_problem. Written inline: a
+    -- function call per item would cost more than the checks themselves.
+    select s.position, s.problem
     into v_position, v_problem
-    from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
-    cross join lateral (select reproq._item_shape_problem(t.item) as problem) as p
-    where p.problem is not null
-    order by t.position
+    from (
+        select t.position, case
+            when jsonb_typeof(t.item) is distinct from 'object'
+                then array['RQ002', 'each task must be a JSON object']
+            when
+                t.item - array[
+                    'task_path', 'spec', 'queue_name', 'priority', 'run_after', 'max_attempts',
+                    'timeout_seconds', 'lock_key', 'concurrency_key', 'concurrency_limit',
+                    'expires_at', 'metadata', 'dedup'
+                ] <> '{}'::jsonb
+                then array['RQ003', format(
+                    'unknown task field(s) %s',
+                    (
+                        select string_agg(quote_literal(k), ', ')
+                        from jsonb_object_keys(
+                            t.item - array[
+                                'task_path', 'spec', 'queue_name', 'priority', 'run_after',
+                                'max_attempts', 'timeout_seconds', 'lock_key', 'concurrency_key',
+                                'concurrency_limit', 'expires_at', 'metadata', 'dedup'
+                            ]
+                        ) as k
+                    )
+                )]
+            when coalesce(jsonb_typeof(t.item -> 'task_path'), 'null') not in ('string', 'null')
+                then array['RQ001', format(
+                    'task_path must be a dotted import path such as "myapp.tasks.send_email", got %s',
+                    t.item -> 'task_path'
+                )]
+            when
+                coalesce(jsonb_typeof(t.item -> 'queue_name'), 'null') not in ('string', 'null')
+                or coalesce(jsonb_typeof(t.item -> 'lock_key'), 'null') not in ('string', 'null')
+                or coalesce(jsonb_typeof(t.item -> 'concurrency_key'), 'null') not in ('string', 'null')
+                then array['RQ003', 'queue_name, lock_key and concurrency_key must be strings']
+            when
+                coalesce(jsonb_typeof(t.item -> 'priority'), 'null') not in ('number', 'null')
+                or coalesce(jsonb_typeof(t.item -> 'max_attempts'), 'null') not in ('number', 'null')
+                or coalesce(jsonb_typeof(t.item -> 'timeout_seconds'), 'null') not in ('number', 'null')
+                or coalesce(jsonb_typeof(t.item -> 'concurrency_limit'), 'null') not in ('number', 'null')
+                then array[
+                    'RQ003',
+                    'priority, max_attempts, timeout_seconds and concurrency_limit must be numbers'
+                ]
+            -- ISO 8601 with an explicit offset: a timestamp without one would silently take the
+            -- session's time zone.
+            when
+                t.item ->> 'run_after'
+                !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
+                or t.item ->> 'expires_at'
+                !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
+                then array['RQ003', format(
+                    'run_after and expires_at must be ISO 8601 timestamps with a time zone offset, '
+                    'got %s and %s', t.item -> 'run_after', t.item -> 'expires_at'
+                )]
+            when coalesce(jsonb_typeof(t.item -> 'dedup'), 'null') not in ('boolean', 'null')
+                then array['RQ003', 'dedup must be true or false']
+            when coalesce(jsonb_typeof(t.item -> 'metadata'), 'null') not in ('object', 'null')
+                then array['RQ003', 'metadata must be a JSON object']
+        end as problem
+        from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
+    ) as s
+    where s.problem is not null
+    order by s.position
     limit 1;
     if v_problem is null then
         select t.position, p.problem
@@ -596,7 +587,7 @@ begin
             (t.item ->> 'expires_at')::timestamptz as expires_at,
             coalesce(nullif(t.item -> 'metadata', 'null'), '{}') as metadata,
             coalesce((t.item ->> 'dedup')::boolean, p_dedup) as dedup,
-            nextval(pg_get_serial_sequence('reproq.task_runs', 'result_id')) as new_id
+            nextval('reproq.task_runs_result_id_seq'::regclass) as new_id
         from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
     ),
 
@@ -683,7 +674,7 @@ begin
 
     return query select * from unnest(v_results);
 end;
-$$;
+$_$;
 
 COMMENT ON FUNCTION reproq.enqueue_many(p_tasks jsonb, p_dedup boolean, p_now timestamp with time zone) IS 'Enqueue a JSON array of task objects, all or nothing. Returns one row per input (position, result_id, created, enqueued_at). With dedup, a spec identical to a READY or RUNNING dedup task maps to that task instead of inserting. One pg_notify per call.';
 
