@@ -171,3 +171,25 @@ def test_one_notification_per_call(conn, connect):
     notifies = list(listener.notifies(timeout=0.5))
     assert len(notifies) == 1
     assert set(notifies[0].payload.split(",")) == {"a", "b"}
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("run_after", "2030-01-01T00:00:00", "time zone offset"),
+    ("expires_at", "tomorrow", "time zone offset"),
+    ("priority", "5", "must be numbers"),
+    ("dedup", "yes", "dedup must be true or false"),
+    ("queue_name", 7, "must be strings"),
+    ("metadata", [], "metadata must be a JSON object"),
+])
+def test_batch_items_must_have_the_documented_json_types(cur, field, value, match):
+    item = {"task_path": "app.tasks.t", "spec": {"args": [], "kwargs": {}}, field: value}
+    with pytest.raises(InvalidArgument, match=match):
+        queries.enqueue_many(cur, [queries.task_item("app.tasks.t", [0]), item])
+    assert count_rows(cur) == 0
+
+
+def test_batch_timestamps_with_an_offset_are_taken_as_given(cur):
+    [row] = queries.enqueue_many(cur, [{"task_path": "app.tasks.t",
+                                        "spec": {"args": [], "kwargs": {}},
+                                        "run_after": "2030-01-01T02:00:00+02:00"}])
+    assert queries.get_task_run(cur, row.result_id).run_after == datetime(2030, 1, 1, tzinfo=UTC)
