@@ -14,13 +14,12 @@ from pathlib import Path
 
 import psycopg
 
+from benchmarks.constants import DATABASE, DATABASE_ENV, PORT, ROOT_ENV
 from reproq_runner import migrate, queries
 from reproq_runner.embedded import EmbeddedPostgres, find_pg_bin
 
-ROOT_ENV = "REPROQ_BENCH_PGROOT"
-DATABASE_ENV = "REPROQ_BENCH_DATABASE"
-DATABASE = "reproq_bench"
-PORT = 5439
+__all__ = ["DATABASE", "DATABASE_ENV", "PORT", "ROOT_ENV", "start", "attached", "dsn",
+           "connect", "reset", "vacuum"]
 
 DURABLE_SETTINGS = {
     "fsync": "on",

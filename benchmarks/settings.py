@@ -7,7 +7,7 @@
 import os
 from pathlib import Path
 
-from benchmarks.cluster import DATABASE, DATABASE_ENV, PORT, ROOT_ENV
+from benchmarks.constants import DATABASE, DATABASE_ENV, PORT, ROOT_ENV
 from reproq_runner.embedded import EmbeddedPostgres
 
 _pg = EmbeddedPostgres(Path(os.environ.get(ROOT_ENV, "/nonexistent-reproq-bench")), port=PORT)
