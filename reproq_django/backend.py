@@ -186,8 +186,12 @@ class ReproqBackend(BaseTaskBackend):
             by_alias.setdefault(p.alias, []).append(index)
         runs: list[queries.TaskRun | None] = [None] * len(prepared)
         with ExitStack() as stack:
-            for alias in by_alias:  # several queue databases: all roll back together
-                stack.enter_context(transaction.atomic(using=alias))
+            if len(by_alias) > 1 or _in_transaction(next(iter(by_alias))):
+                # Several queue databases roll back together; inside the caller's transaction
+                # a savepoint keeps it usable if the database refuses the enqueue. A lone
+                # statement in autocommit is atomic by itself and needs neither.
+                for alias in by_alias:
+                    stack.enter_context(transaction.atomic(using=alias))
             for alias, indexes in by_alias.items():
                 items = [prepared[i].item for i in indexes]
                 with connections[alias].cursor() as cursor:
@@ -237,6 +241,11 @@ class ReproqBackend(BaseTaskBackend):
                                         conf.all_queue_aliases())
         with connections[alias].cursor() as cursor:
             return queries.cancel(cursor, number)
+
+
+def _in_transaction(alias: str) -> bool:
+    connection = connections[alias]
+    return connection.in_atomic_block or not connection.get_autocommit()
 
 
 def _new_run(item: dict[str, Any], enqueued: queries.Enqueued) -> queries.TaskRun:

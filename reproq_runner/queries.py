@@ -372,6 +372,8 @@ def get_task_run(cursor, result_id: int) -> TaskRun | None:
 
 
 def get_task_runs(cursor, result_ids: Sequence[int]) -> list[TaskRun]:
+    if not result_ids:
+        return []
     _execute(cursor, f"select {_TASK_RUN_COLUMNS} from reproq.task_runs"
                      " where result_id = any(%s) order by result_id", (list(result_ids),))
     return _rows(cursor, TaskRun)

@@ -367,6 +367,7 @@ COMMENT ON FUNCTION reproq.complete(p_result_id bigint, p_lease_token uuid, p_re
 CREATE FUNCTION reproq.complete_many(p_result_ids bigint[], p_lease_tokens uuid[], p_return_values jsonb[], p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF bigint
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_custom_plan'
     AS $$
 declare
     v_now timestamptz := coalesce(p_now, now());
@@ -862,6 +863,7 @@ COMMENT ON FUNCTION reproq.register_worker(p_worker_id text, p_hostname text, p_
 CREATE FUNCTION reproq.release(p_result_ids bigint[], p_lease_tokens uuid[], p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF bigint
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_custom_plan'
     AS $$
 declare
     v_now timestamptz := coalesce(p_now, now());
@@ -948,6 +950,7 @@ COMMENT ON FUNCTION reproq.set_logs_uri(p_result_id bigint, p_lease_token uuid, 
 CREATE FUNCTION reproq.set_logs_uris(p_result_ids bigint[], p_lease_tokens uuid[], p_logs_uris text[]) RETURNS SETOF bigint
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_custom_plan'
     AS $$
 begin
     if cardinality(p_result_ids) is distinct from cardinality(p_lease_tokens)
@@ -1094,5 +1097,3 @@ CREATE INDEX task_runs_claim_idx ON reproq.task_runs USING btree (queue_name, pr
 CREATE UNIQUE INDEX task_runs_dedup_idx ON reproq.task_runs USING btree (spec_hash) WHERE (dedup AND (status = ANY (ARRAY['READY'::text, 'RUNNING'::text])));
 
 CREATE INDEX task_runs_lease_expiry_idx ON reproq.task_runs USING btree (leased_until) WHERE (status = 'RUNNING'::text);
-
-CREATE INDEX task_runs_leased_by_idx ON reproq.task_runs USING btree (leased_by) WHERE (status = 'RUNNING'::text);

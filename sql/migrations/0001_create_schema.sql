@@ -89,12 +89,10 @@ create index task_runs_claim_idx on reproq.task_runs (
 create unique index task_runs_dedup_idx on reproq.task_runs (spec_hash)
 where dedup and status in ('READY', 'RUNNING');
 
--- Lazy reclaim of expired leases probes this on every claim.
+-- Lazy reclaim of expired leases probes this on every claim; heartbeats use it too (they
+-- filter the few RUNNING rows by leased_by). A separate index on leased_by was tried and
+-- dropped: the planner preferred it for reclaim and then read every RUNNING entry.
 create index task_runs_lease_expiry_idx on reproq.task_runs (leased_until)
-where status = 'RUNNING';
-
--- Heartbeats extend the leases of one worker's running tasks.
-create index task_runs_leased_by_idx on reproq.task_runs (leased_by)
 where status = 'RUNNING';
 
 create table reproq.workers (

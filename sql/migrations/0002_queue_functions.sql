@@ -734,6 +734,9 @@ create function reproq.complete_many(
 ) returns setof bigint
 language plpgsql
 set search_path = pg_catalog, pg_temp
+-- A generic plan joins the id arrays to every RUNNING row (a nested loop); planned per call,
+-- it is an index lookup per id.
+set plan_cache_mode = force_custom_plan
 as $$
 declare
     v_now timestamptz := coalesce(p_now, now());
@@ -881,6 +884,9 @@ create function reproq.release(
 ) returns setof bigint
 language plpgsql
 set search_path = pg_catalog, pg_temp
+-- A generic plan joins the id arrays to every RUNNING row (a nested loop); planned per call,
+-- it is an index lookup per id.
+set plan_cache_mode = force_custom_plan
 as $$
 declare
     v_now timestamptz := coalesce(p_now, now());
@@ -1025,6 +1031,9 @@ create function reproq.set_logs_uris(
 ) returns setof bigint
 language plpgsql
 set search_path = pg_catalog, pg_temp
+-- A generic plan joins the id arrays to every RUNNING row (a nested loop); planned per call,
+-- it is an index lookup per id.
+set plan_cache_mode = force_custom_plan
 as $$
 begin
     if cardinality(p_result_ids) is distinct from cardinality(p_lease_tokens)
