@@ -65,8 +65,9 @@ DATABASES = {
         "PORT": str(_pg.port),
         "USER": _pg.user,
     },
-    # Not PostgreSQL at all: for the reproq.E001 check.
-    "sqlite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    # Not PostgreSQL (Django's "dummy" engine, which refuses every query): for the reproq.E001
+    # check only. No test runs anything but PostgreSQL.
+    "not_postgresql": {"ENGINE": "django.db.backends.dummy"},
 }
 
 DATABASE_ROUTERS = ["reproq_django.db_router.ReproqRouter"]

@@ -19,7 +19,7 @@ def ids(messages):
 
 
 def test_a_non_postgresql_queue_database_is_e001():
-    with override_settings(REPROQ_DEFAULT_DB_ALIAS="sqlite"):
+    with override_settings(REPROQ_DEFAULT_DB_ALIAS="not_postgresql"):
         assert "reproq.E001" in ids(checks.check_queue_databases())
 
 
