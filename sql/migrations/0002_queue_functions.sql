@@ -187,36 +187,23 @@ begin
     v_hash := reproq.spec_hash(p_task_path, p_queue, p_spec);
     v_result.position := 1;
 
-    if p_dedup then
-        insert into reproq.task_runs as t (
-            queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
-            max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
-            metadata_json, expires_at, enqueued_at
-        )
-        values (
-            p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, true,
-            p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
-            p_concurrency_limit, p_metadata, p_expires_at, v_now
-        )
-        on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
-        do update set dedup = t.dedup
-        -- xmax is 0 on a freshly inserted row and the locker's xid on a dedup hit.
-        returning t.result_id, t.xmax = '0'::xid, t.enqueued_at
-        into v_result.result_id, v_result.created, v_result.enqueued_at;
-    else
-        insert into reproq.task_runs as t (
-            queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
-            max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
-            metadata_json, expires_at, enqueued_at
-        )
-        values (
-            p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, false,
-            p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
-            p_concurrency_limit, p_metadata, p_expires_at, v_now
-        )
-        returning t.result_id, true, t.enqueued_at
-        into v_result.result_id, v_result.created, v_result.enqueued_at;
-    end if;
+    -- One statement for both: a row with dedup = false is outside the partial unique index,
+    -- so it can never conflict.
+    insert into reproq.task_runs as t (
+        queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
+        max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
+        metadata_json, expires_at, enqueued_at
+    )
+    values (
+        p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, p_dedup,
+        p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
+        p_concurrency_limit, p_metadata, p_expires_at, v_now
+    )
+    on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
+    do update set dedup = t.dedup
+    -- xmax is 0 on a freshly inserted row and the locker's xid on a dedup hit.
+    returning t.result_id, t.xmax = '0'::xid, t.enqueued_at
+    into v_result.result_id, v_result.created, v_result.enqueued_at;
     return v_result;
 end;
 $$;
