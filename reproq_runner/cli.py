@@ -135,8 +135,17 @@ def runner_config(args: argparse.Namespace, dsn: str):
         metrics_auth_token=os.environ.get("METRICS_AUTH_TOKEN") or None,
         metrics_allow_cidrs=os.environ.get("METRICS_ALLOW_CIDRS") or None,
         worker_id=args.worker_id,
-        preload=(args.executor.partition(":")[0],),
+        preload=_forkserver_preload(args.executor),
     )
+
+
+def _forkserver_preload(executor: str) -> tuple[str, ...]:
+    """Modules the forkserver imports before forking children: the executor's, and for the
+    Django executor, Django itself (see reproq_runner.django_preload)."""
+    module = executor.partition(":")[0]
+    if module == "reproq_runner.django_glue":
+        return (module, "reproq_runner.django_preload")
+    return (module,)
 
 
 def run_worker(args: argparse.Namespace, dsn: str) -> int:
