@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, fields
+from functools import cached_property
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -98,8 +99,9 @@ class ReproqBackend(BaseTaskBackend):
 
     # -- validation ---------------------------------------------------------------------------
 
-    @property
+    @cached_property
     def config(self) -> BackendOptions:
+        """The validated OPTIONS; computed once per backend instance (OPTIONS do not change)."""
         options = {**self.default_options, **self.options}
         problems = option_problems(options)
         if problems:
