@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from reproq_runner import queries
+from tests.waiting import wait_for  # noqa: F401 - the acceptance tests import it from here
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = "tests.testapp.runner_tasks"
@@ -22,17 +22,6 @@ ALLOWED = f"{TASKS},tests.testapp.tasks"
 def task_path(name: str) -> str:
     return f"{TASKS}.{name}"
 
-
-def wait_for(condition, timeout: float = 30.0, interval: float = 0.02, message: str = ""):
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {message or condition}")
-        time.sleep(interval)
 
 
 class RunnerProcess:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,14 +23,6 @@ def race(count: int, work: Callable[[int, threading.Barrier], Any]) -> list[Any]
         futures = [pool.submit(guarded, i) for i in range(count)]
         return [future.result(timeout=120) for future in futures]
 
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    """Poll ``condition`` until it holds (a wait for a state, not a timing assumption)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.005)
 
 
 def waits_on_a_lock(observer, pid: int) -> bool:

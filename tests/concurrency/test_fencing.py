@@ -6,7 +6,8 @@ import pytest
 
 from reproq_runner import queries
 from reproq_runner.errors import LeaseLost
-from tests.concurrency.helpers import wait_until, waits_on_a_lock
+from tests.concurrency.helpers import waits_on_a_lock
+from tests.waiting import wait_for
 from tests.sql.helpers import T0, at
 
 
@@ -58,8 +59,8 @@ def test_stale_complete_blocked_behind_the_reclaiming_claim_is_lease_lost(connec
 
     thread = threading.Thread(target=complete_stale)
     thread.start()
-    wait_until(lambda: waits_on_a_lock(observer, stale_conn.info.backend_pid),
-               "the stale complete waits for the claim's row lock")
+    wait_for(lambda: waits_on_a_lock(observer, stale_conn.info.backend_pid),
+             message="the stale complete to wait for the claim's row lock")
     fresh_conn.commit()
     thread.join(timeout=30)
     assert isinstance(outcome["result"], LeaseLost)
