@@ -81,11 +81,19 @@ def _whole(value: Any, low: int, high: int) -> bool:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """One task ready for ``reproq.enqueue_many``: its task object and its database."""
+    """One task ready to store: its task object, its encoded arguments, the enqueue options
+    of ``reproq_runner.queries`` (queue_name, priority, run_after, …) and its database."""
 
     task: Task
-    item: dict[str, Any]
+    args: list[Any]
+    kwargs: dict[str, Any]
+    options: dict[str, Any]
     alias: str
+
+    @property
+    def item(self) -> dict[str, Any]:
+        """This task as one item of ``reproq.enqueue_many``."""
+        return queries.task_item(self.task.module_path, self.args, self.kwargs, **self.options)
 
 
 class ReproqBackend(BaseTaskBackend):
@@ -162,8 +170,7 @@ class ReproqBackend(BaseTaskBackend):
         encoded_args = serialization.encode(list(args))
         encoded_kwargs = serialization.encode(kwargs)
         run_after = _resolve_run_after(task.run_after)
-        item = queries.task_item(
-            task.module_path, encoded_args, encoded_kwargs,
+        options = dict(
             queue_name=task.queue_name,
             priority=task.priority,
             run_after=run_after,
@@ -175,7 +182,8 @@ class ReproqBackend(BaseTaskBackend):
             expires_at=_expires_at(run_after, config.EXPIRES_IN),
             metadata=_enqueue_metadata(config),
         )
-        return _Prepared(task, item, conf.database_for_queue(task.queue_name))
+        return _Prepared(task, encoded_args, encoded_kwargs, options,
+                         conf.database_for_queue(task.queue_name))
 
     @staticmethod
     def _task_for_call(task: Task, reserved: dict[str, Any]) -> Task:
@@ -195,15 +203,15 @@ class ReproqBackend(BaseTaskBackend):
                 for alias in by_alias:
                     stack.enter_context(transaction.atomic(using=alias))
             for alias, indexes in by_alias.items():
-                items = [prepared[i].item for i in indexes]
+                group = [prepared[i] for i in indexes]
                 with connections[alias].cursor() as cursor:
-                    enqueued = queries.enqueue_many(cursor, items, dedup=config.DEDUP_ACTIVE)
+                    enqueued = _enqueue(cursor, group, config.DEDUP_ACTIVE)
                     # A new row is exactly its input; only dedup hits need reading back.
                     existing = {run.result_id: run for run in queries.get_task_runs(
                         cursor, sorted({e.result_id for e in enqueued if not e.created}))}
                 for e in enqueued:
                     runs[indexes[e.position - 1]] = (
-                        _new_run(items[e.position - 1], e) if e.created
+                        _new_run(group[e.position - 1].item, e) if e.created
                         else existing[e.result_id])
         return runs
 
@@ -243,6 +251,16 @@ class ReproqBackend(BaseTaskBackend):
                                         conf.all_queue_aliases())
         with connections[alias].cursor() as cursor:
             return queries.cancel(cursor, number)
+
+
+def _enqueue(cursor, group: list[_Prepared], dedup: bool) -> list[queries.Enqueued]:
+    """One task takes reproq.enqueue_one's single-row statement; several, one
+    reproq.enqueue_many call."""
+    if len(group) == 1:
+        [one] = group
+        return [queries.enqueue_one(cursor, one.task.module_path, one.args, one.kwargs,
+                                    dedup=dedup, **one.options)]
+    return queries.enqueue_many(cursor, [p.item for p in group], dedup=dedup)
 
 
 def _in_transaction(alias: str) -> bool:

@@ -214,24 +214,45 @@ def task_item(task_path: str, args: Sequence[Any] = (), kwargs: dict[str, Any] |
     return item
 
 
+_ONE_TASK_ARGUMENTS = (
+    "%s, %s::jsonb, p_queue => %s, p_priority => %s, p_run_after => %s,"
+    " p_max_attempts => %s, p_timeout_seconds => %s, p_lock_key => %s,"
+    " p_concurrency_key => %s, p_concurrency_limit => %s, p_expires_at => %s,"
+    " p_metadata => %s::jsonb, p_dedup => %s, p_now => %s"
+)
+
+
+def _one_task_params(task_path: str, args: Sequence[Any] = (),
+                     kwargs: dict[str, Any] | None = None, *, queue_name: str = "default",
+                     priority: int = 0, run_after: datetime | None = None,
+                     max_attempts: int = 3, timeout_seconds: int = 900,
+                     lock_key: str | None = None, concurrency_key: str | None = None,
+                     concurrency_limit: int | None = None, expires_at: datetime | None = None,
+                     metadata: dict[str, Any] | None = None, dedup: bool = True,
+                     now: datetime | None = None) -> tuple:
+    """The parameters of reproq.enqueue and reproq.enqueue_one, in _ONE_TASK_ARGUMENTS order."""
+    return (task_path, dumps_json(_spec(args, kwargs or {})), queue_name, priority, run_after,
+            max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
+            expires_at, dumps_json(metadata or {}), dedup, now)
+
+
 def enqueue(cursor, task_path: str, args: Sequence[Any] = (),
-            kwargs: dict[str, Any] | None = None, *, queue_name: str = "default",
-            priority: int = 0, run_after: datetime | None = None, max_attempts: int = 3,
-            timeout_seconds: int = 900, lock_key: str | None = None,
-            concurrency_key: str | None = None, concurrency_limit: int | None = None,
-            expires_at: datetime | None = None, metadata: dict[str, Any] | None = None,
-            dedup: bool = True, now: datetime | None = None) -> int:
-    """reproq.enqueue: one task; returns its result id (an existing one when deduplicated)."""
-    return _scalar(
-        cursor,
-        "select reproq.enqueue(%s, %s::jsonb, p_queue => %s, p_priority => %s,"
-        " p_run_after => %s, p_max_attempts => %s, p_timeout_seconds => %s,"
-        " p_lock_key => %s, p_concurrency_key => %s, p_concurrency_limit => %s,"
-        " p_expires_at => %s, p_metadata => %s::jsonb, p_dedup => %s, p_now => %s)",
-        (task_path, dumps_json(_spec(args, kwargs or {})), queue_name, priority, run_after,
-         max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
-         expires_at, dumps_json(metadata or {}), dedup, now),
-    )
+            kwargs: dict[str, Any] | None = None, **options: Any) -> int:
+    """reproq.enqueue: one task; returns its result id (an existing one when deduplicated).
+    ``options``: queue_name, priority, run_after, max_attempts, timeout_seconds, lock_key,
+    concurrency_key, concurrency_limit, expires_at, metadata, dedup, now."""
+    return _scalar(cursor, f"select reproq.enqueue({_ONE_TASK_ARGUMENTS})",
+                   _one_task_params(task_path, args, kwargs, **options))
+
+
+def enqueue_one(cursor, task_path: str, args: Sequence[Any] = (),
+                kwargs: dict[str, Any] | None = None, **options: Any) -> Enqueued:
+    """reproq.enqueue_one: like :func:`enqueue`, but returns the whole :class:`Enqueued` row
+    (``created``, ``enqueued_at``), so a new row need not be read back."""
+    _execute(cursor, "select position, result_id, created, enqueued_at"
+                     f" from reproq.enqueue_one({_ONE_TASK_ARGUMENTS})",
+             _one_task_params(task_path, args, kwargs, **options))
+    return _rows(cursor, Enqueued)[0]
 
 
 def enqueue_many(cursor, items: Iterable[dict[str, Any]], *, dedup: bool = True,

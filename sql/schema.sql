@@ -36,54 +36,6 @@ CREATE TYPE reproq.enqueued AS (
 
 COMMENT ON TYPE reproq.enqueued IS 'One row per input task of reproq.enqueue_many: its 1-based position, the id it maps to, whether a new row was inserted (false when deduplicated onto an existing task), and that row''s enqueued_at. A caller knows every other field of a new row from its input.';
 
-CREATE FUNCTION reproq._insert_task(p_task_path text, p_spec jsonb, p_queue text, p_priority integer, p_run_after timestamp with time zone, p_max_attempts integer, p_timeout_seconds integer, p_lock_key text, p_concurrency_key text, p_concurrency_limit integer, p_expires_at timestamp with time zone, p_metadata jsonb, p_dedup boolean, p_now timestamp with time zone) RETURNS reproq.enqueued
-    LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $$
-declare
-    v_now timestamptz := coalesce(p_now, now());
-    v_problem text[];
-    v_hash bytea;
-    v_result reproq.enqueued;
-begin
-    -- One task in one single-row statement: the path of every one-task enqueue. (The set-based
-    -- statement of enqueue_many pays off only for batches.)
-    v_problem := reproq._task_problem(
-        p_task_path, p_spec, p_queue, p_priority, p_max_attempts, p_timeout_seconds,
-        p_lock_key, p_concurrency_key, p_concurrency_limit, p_metadata
-    );
-    if v_problem is not null then
-        raise exception '%', v_problem[2] using errcode = v_problem[1];
-    end if;
-    if p_dedup is null then
-        raise exception 'p_dedup must be true or false' using errcode = 'RQ003';
-    end if;
-    v_hash := reproq.spec_hash(p_task_path, p_queue, p_spec);
-    v_result.position := 1;
-
-    -- One statement for both: a row with dedup = false is outside the partial unique index,
-    -- so it can never conflict.
-    insert into reproq.task_runs as t (
-        queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
-        max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
-        metadata_json, expires_at, enqueued_at
-    )
-    values (
-        p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, p_dedup,
-        p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
-        p_concurrency_limit, p_metadata, p_expires_at, v_now
-    )
-    on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
-    do update set dedup = t.dedup
-    -- xmax is 0 on a freshly inserted row and the locker's xid on a dedup hit.
-    returning t.result_id, t.xmax = '0'::xid, t.enqueued_at
-    into v_result.result_id, v_result.created, v_result.enqueued_at;
-    return v_result;
-end;
-$$;
-
-COMMENT ON FUNCTION reproq._insert_task(p_task_path text, p_spec jsonb, p_queue text, p_priority integer, p_run_after timestamp with time zone, p_max_attempts integer, p_timeout_seconds integer, p_lock_key text, p_concurrency_key text, p_concurrency_limit integer, p_expires_at timestamp with time zone, p_metadata jsonb, p_dedup boolean, p_now timestamp with time zone) IS 'Internal: validate and insert (or dedup) one task in a single-row statement; no notify. Shared by enqueue and the one-task case of enqueue_many.';
-
 CREATE FUNCTION reproq._raise_lease_lost(p_result_id bigint) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -400,22 +352,16 @@ CREATE FUNCTION reproq.enqueue(p_task_path text, p_spec jsonb DEFAULT '{"args": 
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
-declare
-    v_result reproq.enqueued;
 begin
-    v_result := reproq._insert_task(
+    return (reproq.enqueue_one(
         p_task_path, p_spec, p_queue, p_priority, p_run_after, p_max_attempts,
         p_timeout_seconds, p_lock_key, p_concurrency_key, p_concurrency_limit, p_expires_at,
-        coalesce(p_metadata, '{}'), p_dedup, p_now
-    );
-    if v_result.created then
-        perform pg_notify('reproq', p_queue);
-    end if;
-    return v_result.result_id;
+        p_metadata, p_dedup, p_now
+    )).result_id;
 end;
 $$;
 
-COMMENT ON FUNCTION reproq.enqueue(p_task_path text, p_spec jsonb, p_queue text, p_priority integer, p_run_after timestamp with time zone, p_max_attempts integer, p_timeout_seconds integer, p_lock_key text, p_concurrency_key text, p_concurrency_limit integer, p_expires_at timestamp with time zone, p_metadata jsonb, p_dedup boolean, p_now timestamp with time zone) IS 'Enqueue one task and return its result_id (an existing one when deduplicated). Same rules and row as enqueue_many. Example: select reproq.enqueue(''myapp.tasks.send_email'', ''{"args":[1],"kwargs":{}}''::jsonb, p_queue => ''emails'');';
+COMMENT ON FUNCTION reproq.enqueue(p_task_path text, p_spec jsonb, p_queue text, p_priority integer, p_run_after timestamp with time zone, p_max_attempts integer, p_timeout_seconds integer, p_lock_key text, p_concurrency_key text, p_concurrency_limit integer, p_expires_at timestamp with time zone, p_metadata jsonb, p_dedup boolean, p_now timestamp with time zone) IS 'Enqueue one task and return its result_id (an existing one when deduplicated), i.e. reproq.enqueue_one''s result_id. Example: select reproq.enqueue(''myapp.tasks.send_email'', ''{"args":[1],"kwargs":{}}''::jsonb, p_queue => ''emails'');';
 
 CREATE FUNCTION reproq.enqueue_many(p_tasks jsonb, p_dedup boolean DEFAULT true, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF reproq.enqueued
     LANGUAGE plpgsql
@@ -426,7 +372,6 @@ declare
     v_problem text[];
     v_position bigint;
     v_results reproq.enqueued [];
-    v_result reproq.enqueued;
     v_item jsonb;
     v_queues text;
 begin
@@ -536,7 +481,7 @@ begin
 
     if jsonb_array_length(p_tasks) = 1 then
         v_item := p_tasks -> 0;
-        v_result := reproq._insert_task(
+        return next reproq.enqueue_one(
             v_item ->> 'task_path',
             v_item -> 'spec',
             coalesce(v_item ->> 'queue_name', 'default'),
@@ -552,10 +497,6 @@ begin
             coalesce((v_item ->> 'dedup')::boolean, p_dedup),
             v_now
         );
-        if v_result.created then
-            perform pg_notify('reproq', coalesce(v_item ->> 'queue_name', 'default'));
-        end if;
-        return next v_result;
         return;
     end if;
 
@@ -665,6 +606,58 @@ end;
 $_$;
 
 COMMENT ON FUNCTION reproq.enqueue_many(p_tasks jsonb, p_dedup boolean, p_now timestamp with time zone) IS 'Enqueue a JSON array of task objects, all or nothing. Returns one row per input (position, result_id, created, enqueued_at). With dedup, a spec identical to a READY or RUNNING dedup task maps to that task instead of inserting. One pg_notify per call.';
+
+CREATE FUNCTION reproq.enqueue_one(p_task_path text, p_spec jsonb DEFAULT '{"args": [], "kwargs": {}}'::jsonb, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_run_after timestamp with time zone DEFAULT NULL::timestamp with time zone, p_max_attempts integer DEFAULT 3, p_timeout_seconds integer DEFAULT 900, p_lock_key text DEFAULT NULL::text, p_concurrency_key text DEFAULT NULL::text, p_concurrency_limit integer DEFAULT NULL::integer, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_metadata jsonb DEFAULT '{}'::jsonb, p_dedup boolean DEFAULT true, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS reproq.enqueued
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+declare
+    v_now timestamptz := coalesce(p_now, now());
+    v_problem text[];
+    v_hash bytea;
+    v_result reproq.enqueued;
+begin
+    -- One task in one single-row statement: the path of every one-task enqueue. (The set-based
+    -- statement of enqueue_many pays off only for batches.)
+    v_problem := reproq._task_problem(
+        p_task_path, p_spec, p_queue, p_priority, p_max_attempts, p_timeout_seconds,
+        p_lock_key, p_concurrency_key, p_concurrency_limit, coalesce(p_metadata, '{}')
+    );
+    if v_problem is not null then
+        raise exception '%', v_problem[2] using errcode = v_problem[1];
+    end if;
+    if p_dedup is null then
+        raise exception 'p_dedup must be true or false' using errcode = 'RQ003';
+    end if;
+    v_hash := reproq.spec_hash(p_task_path, p_queue, p_spec);
+    v_result.position := 1;
+
+    -- One statement for both: a row with dedup = false is outside the partial unique index,
+    -- so it can never conflict.
+    insert into reproq.task_runs as t (
+        queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
+        max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
+        metadata_json, expires_at, enqueued_at
+    )
+    values (
+        p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, p_dedup,
+        p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
+        p_concurrency_limit, coalesce(p_metadata, '{}'), p_expires_at, v_now
+    )
+    on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
+    do update set dedup = t.dedup
+    -- xmax is 0 on a freshly inserted row and the locker's xid on a dedup hit.
+    returning t.result_id, t.xmax = '0'::xid, t.enqueued_at
+    into v_result.result_id, v_result.created, v_result.enqueued_at;
+
+    if v_result.created then
+        perform pg_notify('reproq', p_queue);
+    end if;
+    return v_result;
+end;
+$$;
+
+COMMENT ON FUNCTION reproq.enqueue_one(p_task_path text, p_spec jsonb, p_queue text, p_priority integer, p_run_after timestamp with time zone, p_max_attempts integer, p_timeout_seconds integer, p_lock_key text, p_concurrency_key text, p_concurrency_limit integer, p_expires_at timestamp with time zone, p_metadata jsonb, p_dedup boolean, p_now timestamp with time zone) IS 'Enqueue one task in a single-row statement and return its reproq.enqueued row (position 1, result_id, created, enqueued_at), so a caller knows a new row without reading it back. reproq.enqueue and the one-task case of enqueue_many are this. Notifies when it inserted.';
 
 CREATE FUNCTION reproq.fail(p_result_id bigint, p_lease_token uuid, p_error jsonb, p_retry boolean DEFAULT true, p_retry_in_seconds double precision DEFAULT NULL::double precision, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS text
     LANGUAGE plpgsql

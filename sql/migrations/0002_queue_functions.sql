@@ -147,21 +147,21 @@ comment on function reproq._task_problem(
 'they are valid. The single home of these rules, shared by enqueue and enqueue_many.';
 
 
-create function reproq._insert_task(
+create function reproq.enqueue_one(
     p_task_path text,
-    p_spec jsonb,
-    p_queue text,
-    p_priority integer,
-    p_run_after timestamptz,
-    p_max_attempts integer,
-    p_timeout_seconds integer,
-    p_lock_key text,
-    p_concurrency_key text,
-    p_concurrency_limit integer,
-    p_expires_at timestamptz,
-    p_metadata jsonb,
-    p_dedup boolean,
-    p_now timestamptz
+    p_spec jsonb default '{"args": [], "kwargs": {}}',
+    p_queue text default 'default',
+    p_priority integer default 0,
+    p_run_after timestamptz default null,
+    p_max_attempts integer default 3,
+    p_timeout_seconds integer default 900,
+    p_lock_key text default null,
+    p_concurrency_key text default null,
+    p_concurrency_limit integer default null,
+    p_expires_at timestamptz default null,
+    p_metadata jsonb default '{}',
+    p_dedup boolean default true,
+    p_now timestamptz default null
 ) returns reproq.enqueued
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -176,7 +176,7 @@ begin
     -- statement of enqueue_many pays off only for batches.)
     v_problem := reproq._task_problem(
         p_task_path, p_spec, p_queue, p_priority, p_max_attempts, p_timeout_seconds,
-        p_lock_key, p_concurrency_key, p_concurrency_limit, p_metadata
+        p_lock_key, p_concurrency_key, p_concurrency_limit, coalesce(p_metadata, '{}')
     );
     if v_problem is not null then
         raise exception '%', v_problem[2] using errcode = v_problem[1];
@@ -197,23 +197,28 @@ begin
     values (
         p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, p_dedup,
         p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
-        p_concurrency_limit, p_metadata, p_expires_at, v_now
+        p_concurrency_limit, coalesce(p_metadata, '{}'), p_expires_at, v_now
     )
     on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
     do update set dedup = t.dedup
     -- xmax is 0 on a freshly inserted row and the locker's xid on a dedup hit.
     returning t.result_id, t.xmax = '0'::xid, t.enqueued_at
     into v_result.result_id, v_result.created, v_result.enqueued_at;
+
+    if v_result.created then
+        perform pg_notify('reproq', p_queue);
+    end if;
     return v_result;
 end;
 $$;
 
-comment on function reproq._insert_task(
+comment on function reproq.enqueue_one(
     text, jsonb, text, integer, timestamptz, integer, integer, text, text, integer,
     timestamptz, jsonb, boolean, timestamptz
 ) is
-'Internal: validate and insert (or dedup) one task in a single-row statement; no notify. '
-'Shared by enqueue and the one-task case of enqueue_many.';
+'Enqueue one task in a single-row statement and return its reproq.enqueued row (position 1, '
+'result_id, created, enqueued_at), so a caller knows a new row without reading it back. '
+'reproq.enqueue and the one-task case of enqueue_many are this. Notifies when it inserted.';
 
 
 create function reproq.enqueue_many(
@@ -229,7 +234,6 @@ declare
     v_problem text[];
     v_position bigint;
     v_results reproq.enqueued [];
-    v_result reproq.enqueued;
     v_item jsonb;
     v_queues text;
 begin
@@ -339,7 +343,7 @@ begin
 
     if jsonb_array_length(p_tasks) = 1 then
         v_item := p_tasks -> 0;
-        v_result := reproq._insert_task(
+        return next reproq.enqueue_one(
             v_item ->> 'task_path',
             v_item -> 'spec',
             coalesce(v_item ->> 'queue_name', 'default'),
@@ -355,10 +359,6 @@ begin
             coalesce((v_item ->> 'dedup')::boolean, p_dedup),
             v_now
         );
-        if v_result.created then
-            perform pg_notify('reproq', coalesce(v_item ->> 'queue_name', 'default'));
-        end if;
-        return next v_result;
         return;
     end if;
 
@@ -492,18 +492,12 @@ create function reproq.enqueue(
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-    v_result reproq.enqueued;
 begin
-    v_result := reproq._insert_task(
+    return (reproq.enqueue_one(
         p_task_path, p_spec, p_queue, p_priority, p_run_after, p_max_attempts,
         p_timeout_seconds, p_lock_key, p_concurrency_key, p_concurrency_limit, p_expires_at,
-        coalesce(p_metadata, '{}'), p_dedup, p_now
-    );
-    if v_result.created then
-        perform pg_notify('reproq', p_queue);
-    end if;
-    return v_result.result_id;
+        p_metadata, p_dedup, p_now
+    )).result_id;
 end;
 $$;
 
@@ -511,8 +505,8 @@ comment on function reproq.enqueue(
     text, jsonb, text, integer, timestamptz, integer, integer, text, text, integer,
     timestamptz, jsonb, boolean, timestamptz
 ) is
-'Enqueue one task and return its result_id (an existing one when deduplicated). Same rules '
-'and row as enqueue_many. Example: select reproq.enqueue(''myapp.tasks.send_email'', '
+'Enqueue one task and return its result_id (an existing one when deduplicated), i.e. '
+'reproq.enqueue_one''s result_id. Example: select reproq.enqueue(''myapp.tasks.send_email'', '
 '''{"args":[1],"kwargs":{}}''::jsonb, p_queue => ''emails'');';
 
 

@@ -193,3 +193,26 @@ def test_batch_timestamps_with_an_offset_are_taken_as_given(cur):
                                         "spec": {"args": [], "kwargs": {}},
                                         "run_after": "2030-01-01T02:00:00+02:00"}])
     assert queries.get_task_run(cur, row.result_id).run_after == datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def test_enqueue_one_returns_the_row_it_mapped_to(cur):
+    now = datetime(2001, 2, 3, tzinfo=UTC)
+    first = queries.enqueue_one(cur, "app.tasks.t", [1], now=now)
+    again = queries.enqueue_one(cur, "app.tasks.t", [1], now=now + timedelta(seconds=5))
+    assert (first.position, first.created, first.enqueued_at) == (1, True, now)
+    assert (again.result_id, again.created, again.enqueued_at) == (first.result_id, False, now)
+    assert count_rows(cur) == 1
+
+
+def test_enqueue_one_notifies_only_when_it_inserted(conn, connect):
+    listener = connect()
+    listener.execute("listen reproq")
+    queries.enqueue_one(conn.cursor(), "app.tasks.t", [1], queue_name="q1")
+    queries.enqueue_one(conn.cursor(), "app.tasks.t", [1], queue_name="q1")
+    assert [n.payload for n in listener.notifies(timeout=0.5)] == ["q1"]
+
+
+def test_enqueue_one_refuses_bad_input_like_enqueue(cur):
+    with pytest.raises(InvalidArgument, match="priority"):
+        queries.enqueue_one(cur, "app.tasks.t", priority=500)
+    assert count_rows(cur) == 0
