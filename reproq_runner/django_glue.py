@@ -20,7 +20,6 @@ An import error does retry: web and runner code may briefly differ during a depl
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from traceback import format_exception
 from typing import Any
 
@@ -54,6 +53,9 @@ class DjangoExecutor:
         )
         self.database = database
         self.allowed_task_modules: tuple[str, ...] | None = None
+        # Per process, settings and task modules do not change: resolve each once.
+        self._tasks: dict[str, tuple[Any, type]] = {}  # task path -> (Task, signal sender)
+        self._routes: dict[str, tuple[str, bool]] = {}  # queue -> (alias, ids carry alias)
 
     def setup(self) -> None:
         import django
@@ -77,9 +79,27 @@ class DjangoExecutor:
             return failed(exc, retry=True)
 
     def database_for(self, task: ClaimedTask) -> str:
-        from reproq_django import conf
+        return self.route(task.queue_name)[0]
 
-        return self.database or conf.database_for_queue(task.queue_name)
+    def route(self, queue_name: str) -> tuple[str, bool]:
+        """The alias holding ``queue_name`` and whether public result ids name it."""
+        route = self._routes.get(queue_name)
+        if route is None:
+            from reproq_django import conf
+
+            alias = self.database or conf.database_for_queue(queue_name)
+            route = self._routes[queue_name] = (alias, conf.result_id_with_alias())
+        return route
+
+    def task_for(self, attempt: _Attempt) -> tuple[Any, type]:
+        """The Task of the attempt's path and its signal sender, resolved once per path
+        (failures are not remembered: an import error may be a deploy in progress)."""
+        path = attempt.claimed.task_path
+        resolved = self._tasks.get(path)
+        if resolved is None:
+            task = attempt._resolve_task()
+            resolved = self._tasks[path] = (task, _backend_class(task))
+        return resolved
 
 
 def _drop_broken_connections() -> None:
@@ -107,11 +127,11 @@ class _Attempt:
             executor.setup()
         self.executor = executor
         self.claimed = claimed
-        self.alias = executor.database_for(claimed)
+        self.alias, self.id_with_alias = executor.route(claimed.queue_name)
 
     def run(self) -> Outcome:
         try:
-            task = self._resolve_task()
+            task, sender = self.executor.task_for(self)
         except (TaskNotAllowed, NotATask) as exc:
             logger.warning("reproq: task %s refused: %s", self.claimed.result_id, exc)
             return failed(exc, retry=False)
@@ -122,17 +142,17 @@ class _Attempt:
         except Exception as exc:
             return failed(exc, retry=False)
         running = self._running_result(task)
-        sender = _backend_class(task)
         _send(sender, "task_started", running)
         try:
             value = self._call(task, running, args, kwargs)
         except BaseException as exc:  # SystemExit and KeyboardInterrupt fail the attempt too
             return self._finish_failed(sender, running, exc, retry=True)
         try:
-            return_json = return_value_as_json(value)
+            return_json, stored_value = return_value_as_json(value)
         except (TypeError, ValueError) as exc:
             return self._finish_failed(sender, running, exc, retry=False)
-        _send(sender, "task_finished", _succeeded_result(running, return_json))
+        _mark_succeeded(running, stored_value)
+        _send(sender, "task_finished", running)
         return Succeeded(return_json)
 
     def _resolve_task(self):
@@ -162,11 +182,11 @@ class _Attempt:
                 serialization.decode(self.claimed.kwargs))
 
     def _running_result(self, task):
-        from reproq_django.results import public_result_id, task_result_from_run
+        from reproq_django.results import task_result_from_run
 
         run = queries.running_task_run(self.claimed)
-        return task_result_from_run(task, run, task.backend,
-                                    public_result_id(self.alias, run.result_id))
+        result_id = f"{self.alias}:{run.result_id}" if self.id_with_alias else str(run.result_id)
+        return task_result_from_run(task, run, task.backend, result_id)
 
     def _call(self, task, running, args: list, kwargs: dict) -> Any:
         if task.takes_context:
@@ -191,16 +211,23 @@ class _Attempt:
         logger among them) see the exception in ``sys.exc_info()``."""
         outcome = failed(exc, retry=retry)
         retries = retry and self.claimed.attempts < self.claimed.max_attempts
-        _send(sender, "task_finished", _failed_result(running, outcome.error, retries))
+        _mark_failed(running, outcome.error, retries)
+        _send(sender, "task_finished", running)
         return outcome
 
 
-def return_value_as_json(value: Any) -> str:
-    """The JSON text stored as the return value; ``TypeError("Unsupported type: …")`` for
-    values JSON cannot carry, ``InvalidSpec`` (a ValueError) for NaN, Infinity and NUL."""
+def return_value_as_json(value: Any) -> tuple[str, Any]:
+    """The JSON text stored as the return value and the value a reader of it gets back;
+    ``TypeError("Unsupported type: …")`` for values JSON cannot carry, ``InvalidSpec`` (a
+    ValueError) for NaN, Infinity and NUL."""
+    if value is None:
+        return "null", None
+    import json
+
     from django.utils.json import normalize_json
 
-    return queries.dumps_json(normalize_json(value))
+    text = queries.dumps_json(normalize_json(value))
+    return text, json.loads(text)
 
 
 def error_of(exc: BaseException) -> dict[str, str]:
@@ -241,25 +268,27 @@ def _send(sender: type, signal_name: str, task_result) -> None:
                          task_result.id, exc_info=response)
 
 
-def _succeeded_result(running, return_json: str):
-    import json
+# The running result is updated in place for task_finished, as Django's own ImmediateBackend
+# does: a receiver (or the task's context) holding it sees the final state.
 
+def _mark_succeeded(running, return_value: Any) -> None:
     from django.tasks import TaskResultStatus
     from django.utils import timezone
 
-    result = replace(running, status=TaskResultStatus.SUCCESSFUL, raw_status="SUCCESSFUL",
-                     finished_at=timezone.now())
-    object.__setattr__(result, "_return_value", json.loads(return_json))
-    return result
+    object.__setattr__(running, "status", TaskResultStatus.SUCCESSFUL)
+    object.__setattr__(running, "raw_status", "SUCCESSFUL")
+    object.__setattr__(running, "finished_at", timezone.now())
+    object.__setattr__(running, "_return_value", return_value)
 
 
-def _failed_result(running, error: dict, retries: bool):
+def _mark_failed(running, error: dict, retries: bool) -> None:
     from django.tasks import TaskResultStatus
     from django.utils import timezone
 
     from reproq_django.results import task_error
 
     status = "READY" if retries else "FAILED"
-    return replace(running, status=TaskResultStatus[status], raw_status=status,
-                   finished_at=None if retries else timezone.now(),
-                   errors=[*running.errors, task_error(error)])
+    object.__setattr__(running, "status", TaskResultStatus[status])
+    object.__setattr__(running, "raw_status", status)
+    object.__setattr__(running, "finished_at", None if retries else timezone.now())
+    object.__setattr__(running, "errors", [*running.errors, task_error(error)])

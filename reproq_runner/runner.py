@@ -42,7 +42,11 @@ EXIT_FORCED = 1
 FLUSH_INTERVAL_SECONDS = 0.005  # outcomes wait at most this long to be stored together
 FLUSH_BATCH = 200
 SLOW_TASK_SECONDS = 0.02  # above this average, claiming ahead of free children does not pay
-FAST_CHILD_DEPTH = 8  # tasks queued per child while tasks are fast (fewer wake-ups per task)
+# While tasks are fast, each child holds enough queued tasks to stay busy through about this
+# long without the runner (a claim or a completion round trip), at most MAX_CHILD_DEPTH: a task
+# that turns out slow delays the tasks queued behind it by about this much.
+CHILD_QUEUE_SECONDS = 0.010
+MAX_CHILD_DEPTH = 64
 STOP_GRACE_FOR_DATABASE_SECONDS = 10.0
 
 
@@ -359,7 +363,10 @@ class Runner:
         return self.max_prefetch if self._fast() else 0
 
     def _child_depth(self) -> int:
-        return FAST_CHILD_DEPTH if self._fast() else 1
+        if not self._fast():
+            return 1
+        per_window = CHILD_QUEUE_SECONDS / max(self.average_duration, 1e-6)
+        return max(1, min(MAX_CHILD_DEPTH, int(per_window)))
 
     def _fast(self) -> bool:
         return self.average_duration < SLOW_TASK_SECONDS
