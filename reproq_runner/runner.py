@@ -41,11 +41,17 @@ EXIT_FORCED = 1
 
 FLUSH_INTERVAL_SECONDS = 0.005  # outcomes wait at most this long to be stored together
 FLUSH_BATCH = 200
-SLOW_TASK_SECONDS = 0.02  # above this average, claiming ahead of free children does not pay
+# Below this average duration tasks are fast: children hold a queue of them, and the runner
+# holds many more claimed ahead.
+FAST_TASK_SECONDS = 0.02
+# Below this one the runner still holds one claimed task per child, handed to whichever child
+# frees up first (no claim round trip between two tasks); above it, none: a long task should
+# not wait here while another runner has free children.
+PREFETCH_TASK_SECONDS = 1.0
 # While tasks are fast, each child holds enough queued tasks to stay busy through about this
 # long without the runner (a claim or a completion round trip), at most MAX_CHILD_DEPTH: a task
 # that turns out slow delays the tasks queued behind it by about this much.
-CHILD_QUEUE_SECONDS = 0.010
+CHILD_QUEUE_SECONDS = 0.025
 MAX_CHILD_DEPTH = 64
 STOP_GRACE_FOR_DATABASE_SECONDS = 10.0
 
@@ -358,9 +364,13 @@ class Runner:
 
     def _prefetch(self) -> int:
         """Tasks to hold beyond free children: many while tasks are short (the claim round
-        trip would idle the children), none once they are slow (a long task should not wait
-        here while another runner has free children)."""
-        return self.max_prefetch if self._fast() else 0
+        trip would idle the children), one per child while they take under a second, none
+        once they are slow (see PREFETCH_TASK_SECONDS)."""
+        if self._fast():
+            return self.max_prefetch
+        if self.average_duration < PREFETCH_TASK_SECONDS:
+            return min(self.max_prefetch, self.config.concurrency)
+        return 0
 
     def _child_depth(self) -> int:
         if not self._fast():
@@ -369,7 +379,7 @@ class Runner:
         return max(1, min(MAX_CHILD_DEPTH, int(per_window)))
 
     def _fast(self) -> bool:
-        return self.average_duration < SLOW_TASK_SECONDS
+        return self.average_duration < FAST_TASK_SECONDS
 
     def _assignments(self, tasks: list[ClaimedTask]) -> list[Assignment]:
         if self.config.logs_dir is None or not tasks:
