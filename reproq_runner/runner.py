@@ -25,12 +25,12 @@ from reproq_runner import migrate, queries
 from reproq_runner.child import Assignment
 from reproq_runner.database import Database
 from reproq_runner.engine import Engine, Recorded, default_worker_id
-from reproq_runner.errors import ReproqError
 from reproq_runner.metrics import (AccessPolicy, Health, MetricsServer, NullMetrics,
                                    RunnerMetrics)
 from reproq_runner.notifier import ListenNotifier, PollingNotifier
-from reproq_runner.outcome import Executor, Failed, Outcome, Succeeded
+from reproq_runner.outcome import Executor, Outcome
 from reproq_runner.queries import ClaimedTask
+from reproq_runner.recorder import Recorder
 from reproq_runner.supervisor import CANCELLED, STOPPED, TIMED_OUT, Child, Finished, Supervisor
 
 log = logging.getLogger("reproq.runner")
@@ -119,9 +119,12 @@ class Runner:
         self.next_heartbeat = 0.0
         self.next_poll = 0.0
         self._notifier_fd: int | None = None
+        # Woken by signals and by the recorder thread.
         self._wakeup_read, self._wakeup_write = os.pipe()
         for fd in (self._wakeup_read, self._wakeup_write):
             os.set_blocking(fd, False)
+        self.recorder = Recorder(config.dsn, self.engine, prepare=config.listen,
+                                 wakeup_fd=self._wakeup_write)
 
     # -- top level --------------------------------------------------------------------------
 
@@ -153,6 +156,7 @@ class Runner:
         """One turn of the loop: wait for events, then do whatever is due."""
         for key, _ in self.selector.select(self._select_timeout()):
             self._on_event(key.data)
+        self._take_recorded(self.recorder.results())
         now = time.monotonic()
         self._keep_notifier()
         if now >= self.next_heartbeat:
@@ -287,8 +291,9 @@ class Runner:
     def _flush(self, now: float) -> None:
         if self.to_release:
             self._release()
-        if self.pending and self._flush_due(now):
-            self._record()
+        if self.pending and self._flush_due(now) and self.recorder.ready():
+            self.recorder.submit(self.pending)
+            self.pending = []
 
     def _flush_due(self, now: float) -> bool:
         return (len(self.pending) >= FLUSH_BATCH or self.draining
@@ -301,31 +306,14 @@ class Runner:
             log.info("handed %d task(s) back to the queue", len(released))
             self.to_release = []
 
-    def _record(self) -> None:
-        successes = [(t, o) for t, o in self.pending if isinstance(o, Succeeded)]
-        failures = [(t, o) for t, o in self.pending if isinstance(o, Failed)]
-        unstored = []
-        if successes:
-            ok, recorded = self._store(successes)
-            if ok:
+    def _take_recorded(self, batches) -> None:
+        for batch in batches:
+            for recorded in batch.recorded:
                 self._count(recorded)
-            else:
-                unstored.extend(successes)
-        for item in failures:
-            ok, recorded = (False, None) if unstored else self._store([item])
-            if ok:
-                self._count(recorded)
-            else:
-                unstored.append(item)
-        self.pending = unstored
-
-    def _store(self, outcomes: list[tuple[ClaimedTask, Outcome]]) -> tuple[bool, Recorded | None]:
-        try:
-            return self.db.call(self.engine.record, outcomes)
-        except ReproqError as exc:
-            log.error("could not record outcome of task(s) %s: %s",
-                      [t.result_id for t, _ in outcomes], exc)
-            return True, Recorded()
+            if batch.unstored:
+                if not self.pending:
+                    self.pending_since = time.monotonic()
+                self.pending[:0] = batch.unstored
 
     def _count(self, recorded: Recorded) -> None:
         for task in recorded.succeeded:
@@ -471,7 +459,7 @@ class Runner:
     def _done(self) -> bool:
         if not self.draining:
             return False
-        if self.supervisor.running_count() or self.buffer:
+        if self.supervisor.running_count() or self.buffer or self.recorder.busy:
             return False
         if not self.pending and not self.to_release:
             return True
@@ -502,9 +490,17 @@ class Runner:
         self.buffer.clear()
         self.draining = True
         self._release()
-        self._record()
+        self._record_before_exit(timeout=5.0)
         self.db.call(queries.unregister_worker, self.worker_id)
         return EXIT_FORCED
+
+    def _record_before_exit(self, timeout: float) -> None:
+        """Store what is pending now, waiting for the recorder (at most ``timeout``)."""
+        self._take_recorded(self.recorder.wait(timeout))
+        if self.pending and self.recorder.ready():
+            self.recorder.submit(self.pending)
+            self.pending = []
+            self._take_recorded(self.recorder.wait(timeout))
 
     def _select_timeout(self) -> float:
         now = time.monotonic()
@@ -514,9 +510,11 @@ class Runner:
             retry = self.notifier.seconds_until_retry()
             if retry is not None:
                 candidates.append(retry)
-        if self.pending:
-            candidates.append(self.pending_since + FLUSH_INTERVAL_SECONDS - now)
-        if not self.db.healthy and (self.pending or self.to_release):
+        if self.pending and not self.recorder.busy:
+            # The recorder's wake-up ends the wait while a batch is in flight.
+            candidates.append(max(self.pending_since + FLUSH_INTERVAL_SECONDS - now,
+                                  self.recorder.seconds_until_retry()))
+        if not self.db.healthy and self.to_release:
             candidates.append(self.db.seconds_until_retry())
         if self.stop_deadline is not None:
             candidates.append(self.stop_deadline - now)
@@ -534,6 +532,7 @@ class Runner:
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.notifier.close()
+        self.recorder.close()
         self.db.close()
         self.selector.close()
         for fd in (self._wakeup_read, self._wakeup_write):

@@ -1,0 +1,129 @@
+"""Stores task outcomes on a connection and thread of its own, so the runner's loop keeps
+collecting results and feeding children while PostgreSQL writes the previous batch.
+
+One batch is in flight at a time; outcomes that arrive meanwhile wait in the runner and go
+together in the next batch. What could not be stored (connection lost) comes back unstored and
+is submitted again once the connection's backoff allows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+
+from reproq_runner.database import Database
+from reproq_runner.engine import Engine, Recorded
+from reproq_runner.errors import ReproqError
+from reproq_runner.outcome import Failed, Outcome, Succeeded
+from reproq_runner.queries import ClaimedTask
+
+log = logging.getLogger("reproq.runner")
+
+Outcomes = list[tuple[ClaimedTask, Outcome]]
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What became of one submitted batch."""
+
+    recorded: list[Recorded] = field(default_factory=list)
+    unstored: Outcomes = field(default_factory=list)  # the connection failed: submit again
+
+
+class Recorder:
+    def __init__(self, dsn: str, engine: Engine, *, prepare: bool, wakeup_fd: int) -> None:
+        self.db = Database(dsn, name="recording", prepare=prepare)
+        self.engine = engine
+        self.wakeup_fd = wakeup_fd
+        self._jobs: queue.SimpleQueue[Outcomes | None] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[BatchResult] = queue.SimpleQueue()
+        self._in_flight = 0
+        self._thread = threading.Thread(target=self._serve, name="reproq-recorder",
+                                         daemon=True)
+        self._thread.start()
+
+    # -- the runner's side (its one thread) -------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._in_flight > 0
+
+    def ready(self) -> bool:
+        """Free to take a batch now (nothing in flight, no reconnect backoff running)."""
+        return not self.busy and self.seconds_until_retry() == 0.0
+
+    def seconds_until_retry(self) -> float:
+        return 0.0 if self.db.healthy else self.db.seconds_until_retry()
+
+    def submit(self, outcomes: Outcomes) -> None:
+        self._in_flight += 1
+        self._jobs.put(outcomes)
+
+    def results(self) -> list[BatchResult]:
+        """Batches finished since the last call (never blocks)."""
+        finished = []
+        while True:
+            try:
+                finished.append(self._results.get_nowait())
+            except queue.Empty:
+                break
+        self._in_flight -= len(finished)
+        return finished
+
+    def wait(self, timeout: float) -> list[BatchResult]:
+        """Block until the batch in flight finished (or ``timeout``); returns its result."""
+        if not self.busy:
+            return []
+        try:
+            finished = [self._results.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        self._in_flight -= 1
+        return finished + self.results()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.db.close()
+
+    # -- the recording thread ---------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while (outcomes := self._jobs.get()) is not None:
+            self._results.put(self._store_all(outcomes))
+            try:
+                os.write(self.wakeup_fd, b"r")
+            except OSError:
+                pass  # the runner is closing; its next look at results() finds this one
+
+    def _store_all(self, outcomes: Outcomes) -> BatchResult:
+        """Successes in one call, then each failure; after a connection failure the rest is
+        returned unstored, in order."""
+        result = BatchResult()
+        successes = [(t, o) for t, o in outcomes if isinstance(o, Succeeded)]
+        failures = [(t, o) for t, o in outcomes if isinstance(o, Failed)]
+        if successes and not self._store(successes, result):
+            result.unstored.extend(successes)
+        for item in failures:
+            if result.unstored or not self._store([item], result):
+                result.unstored.append(item)
+        return result
+
+    def _store(self, outcomes: Outcomes, result: BatchResult) -> bool:
+        try:
+            ok, recorded = self.db.call(self.engine.record, outcomes)
+        except ReproqError as exc:
+            log.error("could not record outcome of task(s) %s: %s",
+                      [t.result_id for t, _ in outcomes], exc)
+            return True
+        except Exception:  # noqa: BLE001 - the thread must outlive a bug; the lease expires
+            log.exception("could not record outcome of task(s) %s",
+                          [t.result_id for t, _ in outcomes])
+            return True
+        if ok:
+            result.recorded.append(recorded)
+        return ok

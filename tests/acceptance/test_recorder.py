@@ -1,0 +1,56 @@
+"""reproq_runner.recorder: outcomes stored by a thread on a connection of its own."""
+
+import os
+
+from reproq_runner import queries
+from reproq_runner.engine import Engine
+from reproq_runner.outcome import Failed, Succeeded
+from reproq_runner.recorder import Recorder
+from tests.acceptance.conftest import enqueue
+
+
+def _recorder(dsn: str, engine: Engine) -> tuple[Recorder, int]:
+    read_fd, write_fd = os.pipe()
+    return Recorder(dsn, engine, prepare=True, wakeup_fd=write_fd), read_fd
+
+
+def test_a_batch_is_stored_and_wakes_the_runner(dsn, cur):
+    engine = Engine("recorder-test", ("default",), 60)
+    ids = [enqueue(cur, "echo", [n]) for n in range(3)]
+    claimed = engine.claim(cur, 3)
+    recorder, wakeup = _recorder(dsn, engine)
+    try:
+        recorder.submit([
+            (claimed[0], Succeeded("1")),
+            (claimed[1], Failed({"exception_class_path": "x.Boom", "message": "boom",
+                                 "traceback": ""}, retry=False)),
+            (claimed[2], Succeeded('{"a":2}')),
+        ])
+        assert recorder.busy and not recorder.ready()
+        [batch] = recorder.wait(timeout=30)
+        assert os.read(wakeup, 16) == b"r"
+    finally:
+        recorder.close()
+    assert not recorder.busy and batch.unstored == []
+    assert sorted(t.result_id for r in batch.recorded for t in r.succeeded) == [ids[0], ids[2]]
+    assert [(t.result_id, s) for r in batch.recorded for t, s in r.failed] == [(ids[1], "FAILED")]
+    runs = [queries.get_task_run(cur, i) for i in ids]
+    assert [r.status for r in runs] == ["SUCCESSFUL", "FAILED", "SUCCESSFUL"]
+    assert runs[2].return_json == {"a": 2}
+
+
+def test_outcomes_come_back_unstored_when_the_database_is_unreachable(dsn, cur):
+    engine = Engine("recorder-test", ("default",), 60)
+    enqueue(cur, "echo", [1])
+    [task] = engine.claim(cur, 1)
+    unreachable = "host=/nonexistent-socket-dir dbname=nothing connect_timeout=1"
+    recorder, _ = _recorder(unreachable, engine)
+    try:
+        recorder.submit([(task, Succeeded("null"))])
+        [batch] = recorder.wait(timeout=30)
+        assert batch.recorded == [] and batch.unstored == [(task, Succeeded("null"))]
+        assert not recorder.ready()  # backing off before the next attempt
+        assert recorder.seconds_until_retry() > 0
+    finally:
+        recorder.close()
+    assert queries.get_task_run(cur, task.result_id).status == "RUNNING"
