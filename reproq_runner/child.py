@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 
-from reproq_runner.outcome import Executor, Failed, Outcome
+from reproq_runner.outcome import Executor, Failed, Outcome, Succeeded
 from reproq_runner.queries import ClaimedTask
 from reproq_runner.wire import FrameReader, write_frame
 
@@ -73,8 +73,18 @@ class Done:
     finished: float
     outcome: Outcome
 
-    def __reduce__(self):
-        return Done, (self.result_id, self.started, self.finished, self.outcome)
+    def as_wire(self) -> tuple:
+        """A plain tuple: it pickles without class lookups (one such frame per task)."""
+        head = (self.result_id, self.started, self.finished)
+        if isinstance(self.outcome, Succeeded):
+            return (*head, self.outcome.return_json)
+        return (*head, None, self.outcome.error, self.outcome.retry)
+
+    @classmethod
+    def from_wire(cls, values: tuple) -> Done:
+        result_id, started, finished, return_json, *failure = values
+        outcome = Succeeded(return_json) if not failure else Failed(*failure)
+        return cls(result_id, started, finished, outcome)
 
 
 def main(executor_factory: Callable[[], Executor], task_conn, result_conn) -> None:
@@ -88,7 +98,7 @@ def main(executor_factory: Callable[[], Executor], task_conn, result_conn) -> No
     while not reader.closed:
         for batch in reader.read_available():
             for assignment in batch:
-                write_frame(result_fd, run_assignment(executor, assignment))
+                write_frame(result_fd, run_assignment(executor, assignment).as_wire())
     os._exit(0)
 
 

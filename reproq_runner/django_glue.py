@@ -19,10 +19,20 @@ An import error does retry: web and runner code may briefly differ during a depl
 
 from __future__ import annotations
 
+import json
 import logging
 from traceback import format_exception
 from typing import Any
 
+import django
+from django.apps import apps
+from django.db import connections
+from django.tasks import Task, TaskResultStatus, signals
+from django.utils import module_loading, timezone
+from django.utils.json import normalize_json
+
+from reproq_django import conf, serialization
+from reproq_django.results import ReproqTaskContext, task_error, task_result_from_run
 from reproq_runner import queries
 from reproq_runner.outcome import Failed, Outcome, Succeeded
 from reproq_runner.queries import ClaimedTask
@@ -58,13 +68,8 @@ class DjangoExecutor:
         self._routes: dict[str, tuple[str, bool]] = {}  # queue -> (alias, ids carry alias)
 
     def setup(self) -> None:
-        import django
-        from django.apps import apps
-
         if not apps.ready:
             django.setup()
-        from reproq_django import conf
-
         if self._configured_modules is not None:
             self.allowed_task_modules = self._configured_modules
         else:
@@ -85,8 +90,6 @@ class DjangoExecutor:
         """The alias holding ``queue_name`` and whether public result ids name it."""
         route = self._routes.get(queue_name)
         if route is None:
-            from reproq_django import conf
-
             alias = self.database or conf.database_for_queue(queue_name)
             route = self._routes[queue_name] = (alias, conf.result_id_with_alias())
         return route
@@ -106,8 +109,6 @@ def _drop_broken_connections() -> None:
     """Close Django connections that an error left unusable (say, PostgreSQL restarted under
     the previous attempt), so this attempt reconnects. Healthy connections are kept, and only
     connections that saw an error pay for the check; none inside a transaction is touched."""
-    from django.db import connections
-
     for connection in connections.all(initialized_only=True):
         if connection.connection is None or not connection.errors_occurred:
             continue
@@ -156,34 +157,25 @@ class _Attempt:
         return Succeeded(return_json)
 
     def _resolve_task(self):
-        from django.tasks import Task
-        from django.utils.module_loading import import_string
-
-        from reproq_django.conf import is_allowed_task_path
-
         path = self.claimed.task_path
         allowed = self.executor.allowed_task_modules
-        if not is_allowed_task_path(path, allowed):
+        if not conf.is_allowed_task_path(path, allowed):
             raise TaskNotAllowed(
                 f"task path {path!r} is outside ALLOWED_TASK_MODULES {list(allowed)}; it was "
                 "not imported. Add its module to REPROQ_ALLOWED_TASK_MODULES (or "
                 "--allowed-task-modules) if it is a real task."
             )
-        target = import_string(path)
+        target = module_loading.import_string(path)  # looked up now: tests spy on it
         if not isinstance(target, Task):
             raise NotATask(f"{path!r} is a {type(target).__name__}, not a django.tasks.Task "
                            "(decorate the function with @task)")
         return target
 
     def _decode_arguments(self) -> tuple[list, dict]:
-        from reproq_django import serialization
-
         return (serialization.decode(self.claimed.args),
                 serialization.decode(self.claimed.kwargs))
 
     def _running_result(self, task):
-        from reproq_django.results import task_result_from_run
-
         run = queries.running_task_run(self.claimed)
         result_id = f"{self.alias}:{run.result_id}" if self.id_with_alias else str(run.result_id)
         return task_result_from_run(task, run, task.backend, result_id)
@@ -194,14 +186,10 @@ class _Attempt:
         return task.call(*args, **kwargs)
 
     def _context(self, running):
-        from reproq_django.results import ReproqTaskContext
-
         return ReproqTaskContext(task_result=running, metadata=dict(running.metadata),
                                  _saver=self._save_metadata)
 
     def _save_metadata(self, metadata: dict) -> None:
-        from django.db import connections
-
         with connections[self.alias].cursor() as cursor:
             queries.save_metadata(cursor, self.claimed.result_id, self.claimed.lease_token,
                                   metadata)
@@ -222,10 +210,6 @@ def return_value_as_json(value: Any) -> tuple[str, Any]:
     ValueError) for NaN, Infinity and NUL."""
     if value is None:
         return "null", None
-    import json
-
-    from django.utils.json import normalize_json
-
     text = queries.dumps_json(normalize_json(value))
     return text, json.loads(text)
 
@@ -254,8 +238,6 @@ def _backend_class(task) -> type:
 
 def _send(sender: type, signal_name: str, task_result) -> None:
     """Send a django.tasks signal; a receiver that raises is logged, never propagated."""
-    from django.tasks import signals
-
     signal = getattr(signals, signal_name)
     try:
         responses = signal.send_robust(sender, task_result=task_result)
@@ -272,9 +254,6 @@ def _send(sender: type, signal_name: str, task_result) -> None:
 # does: a receiver (or the task's context) holding it sees the final state.
 
 def _mark_succeeded(running, return_value: Any) -> None:
-    from django.tasks import TaskResultStatus
-    from django.utils import timezone
-
     object.__setattr__(running, "status", TaskResultStatus.SUCCESSFUL)
     object.__setattr__(running, "raw_status", "SUCCESSFUL")
     object.__setattr__(running, "finished_at", timezone.now())
@@ -282,11 +261,6 @@ def _mark_succeeded(running, return_value: Any) -> None:
 
 
 def _mark_failed(running, error: dict, retries: bool) -> None:
-    from django.tasks import TaskResultStatus
-    from django.utils import timezone
-
-    from reproq_django.results import task_error
-
     status = "READY" if retries else "FAILED"
     object.__setattr__(running, "status", TaskResultStatus[status])
     object.__setattr__(running, "raw_status", status)

@@ -140,13 +140,16 @@ _CLAIMED_TASK_COLUMNS = _select_list(ClaimedTask)
 # Plumbing
 
 
+_JSON_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
 def dumps_json(value: Any) -> str:
     """JSON text PostgreSQL's jsonb accepts; NaN, Infinity and NUL characters are refused."""
     try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        text = _JSON_ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidSpec(f"value is not storable as JSON: {exc}") from exc
-    if _NUL_ESCAPE.search(text):
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise InvalidSpec("value is not storable as JSON: strings may not contain NUL (\\x00)")
     return text
 
@@ -240,7 +243,7 @@ def _one_task_params(task_path: str, args: Sequence[Any] = (),
     """The parameters of reproq.enqueue and reproq.enqueue_one, in _ONE_TASK_ARGUMENTS order."""
     return (task_path, dumps_json(_spec(args, kwargs or {})), queue_name, priority, run_after,
             max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
-            expires_at, dumps_json(metadata or {}), dedup, now)
+            expires_at, dumps_json(metadata) if metadata else "{}", dedup, now)
 
 
 def enqueue(cursor, task_path: str, args: Sequence[Any] = (),
@@ -259,7 +262,7 @@ def enqueue_one(cursor, task_path: str, args: Sequence[Any] = (),
     _execute(cursor, "select position, result_id, created, enqueued_at"
                      f" from reproq.enqueue_one({_ONE_TASK_ARGUMENTS})",
              _one_task_params(task_path, args, kwargs, **options))
-    return _rows(cursor, Enqueued)[0]
+    return Enqueued(*cursor.fetchone())  # the columns in Enqueued's order
 
 
 def enqueue_many(cursor, items: Iterable[dict[str, Any]], *, dedup: bool = True,
@@ -271,7 +274,7 @@ def enqueue_many(cursor, items: Iterable[dict[str, Any]], *, dedup: bool = True,
         " from reproq.enqueue_many(%s::jsonb, p_dedup => %s, p_now => %s)",
         (dumps_json(list(items)), dedup, now),
     )
-    return _rows(cursor, Enqueued)
+    return [Enqueued(*row) for row in cursor.fetchall()]  # the columns in Enqueued's order
 
 
 # ---------------------------------------------------------------------------------------------

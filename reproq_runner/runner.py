@@ -31,7 +31,7 @@ from reproq_runner.notifier import ListenNotifier, PollingNotifier
 from reproq_runner.outcome import Executor, Outcome
 from reproq_runner.queries import ClaimedTask
 from reproq_runner.recorder import Recorder
-from reproq_runner.supervisor import CANCELLED, STOPPED, TIMED_OUT, Child, Finished, Supervisor
+from reproq_runner.supervisor import STOPPED, TIMED_OUT, Child, Finished, Supervisor
 
 log = logging.getLogger("reproq.runner")
 

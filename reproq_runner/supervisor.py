@@ -217,8 +217,8 @@ class Supervisor:
         return finished
 
     def _on_message(self, child: Child, message) -> Finished | None:
-        if isinstance(message, Done):
-            return self._on_done(child, message)
+        if type(message) is tuple:
+            return self._on_done(child, Done.from_wire(message))
         if isinstance(message, Ready):
             child.ready = True
             self.ever_ready = True
