@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import operator
 import os
 import signal
 import sys
@@ -17,7 +16,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from reproq_runner.outcome import Executor, Failed, Outcome, Succeeded
 from reproq_runner.queries import ClaimedTask
@@ -26,16 +25,12 @@ from reproq_runner.wire import FrameReader, write_frame
 _PR_SET_PDEATHSIG = 1
 
 
-_TASK_FIELDS = operator.attrgetter(*(f.name for f in fields(ClaimedTask)))
-
-
-_LEASE_TOKEN = [f.name for f in fields(ClaimedTask)].index("lease_token")
+_LEASE_TOKEN = ClaimedTask._fields.index("lease_token")
 
 
 def _task_values(task: ClaimedTask) -> tuple:
-    values = _TASK_FIELDS(task)
     # uuid.UUID pickles through Python code; its 16 bytes do not.
-    return (*values[:_LEASE_TOKEN], values[_LEASE_TOKEN].bytes, *values[_LEASE_TOKEN + 1:])
+    return (*task[:_LEASE_TOKEN], task.lease_token.bytes, *task[_LEASE_TOKEN + 1:])
 
 
 def _assignment_from_values(values: tuple, log_path: str | None) -> Assignment:

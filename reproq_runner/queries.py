@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from reproq_runner.errors import InvalidSpec, translate
 
@@ -38,8 +38,11 @@ class Enqueued:
     enqueued_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedTask:
+class ClaimedTask(NamedTuple):
+    """One leased attempt, as reproq.claim returns it. A named tuple rather than a frozen
+    dataclass: the runner builds, pickles and rebuilds one per task, and a frozen dataclass's
+    ``__init__`` alone costs several microseconds for these 17 fields."""
+
     result_id: int
     task_path: str
     spec_json: dict
@@ -125,11 +128,17 @@ class AppliedMigration:
 _JSON_FIELDS = {"spec_json", "return_json", "errors_json", "metadata_json"}
 
 
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The fields of a row type (a dataclass or a named tuple), in order."""
+    names = getattr(cls, "_fields", None)
+    return names if names is not None else tuple(f.name for f in fields(cls))
+
+
 def _select_list(cls: type) -> str:
     """The columns of a row type; jsonb ones as text, which every driver hands back alike
     (psycopg would decode jsonb itself, Django's cursor would not), then decoded by _rows."""
-    return ", ".join(f"{f.name}::text as {f.name}" if f.name in _JSON_FIELDS else f.name
-                     for f in fields(cls))
+    return ", ".join(f"{name}::text as {name}" if name in _JSON_FIELDS else name
+                     for name in _field_names(cls))
 
 
 _TASK_RUN_COLUMNS = _select_list(TaskRun)
@@ -290,8 +299,8 @@ def claim(cursor, worker_id: str, queues: Sequence[str], limit: int = 1,
 
 
 # The runner's hot path: columns come in ClaimedTask's field order, so no per-row dict.
-_CLAIMED_JSON_POSITIONS = tuple(index for index, f in enumerate(fields(ClaimedTask))
-                                if f.name in _JSON_FIELDS)
+_CLAIMED_JSON_POSITIONS = tuple(index for index, name in enumerate(ClaimedTask._fields)
+                                if name in _JSON_FIELDS)
 
 
 def _claimed_task(values: Sequence[Any]) -> ClaimedTask:
