@@ -178,6 +178,9 @@ COMMENT ON FUNCTION reproq.cancel(p_result_id bigint, p_now timestamp with time 
 CREATE FUNCTION reproq.claim(p_worker_id text, p_queues text[], p_limit integer DEFAULT 1, p_lease_seconds integer DEFAULT 60, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF reproq.claimed_task
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
     AS $$
 declare
     v_now timestamptz := coalesce(p_now, now());
@@ -201,14 +204,31 @@ begin
             using errcode = 'RQ003';
     end if;
 
-    perform reproq.reclaim(v_now);
+    -- Reclaim only when there is an expired lease to take back: this probe reads the first
+    -- entry of task_runs_lease_expiry_idx, the reclaim's statement costs more even when idle.
+    if exists (
+        select from reproq.task_runs as t
+        where t.status = 'RUNNING' and t.leased_until < v_now
+    ) then
+        perform reproq.reclaim(v_now);
+    end if;
 
-    select array_agg(distinct q.queue_name) into v_queues
-    from unnest(p_queues) as q (queue_name)
-    where q.queue_name is not null and not exists (
-        select from reproq.queue_controls as c
-        where c.queue_name = q.queue_name and c.paused
-    );
+    if cardinality(p_queues) = 1 and p_queues[1] is not null then
+        -- The usual call names one queue: nothing to deduplicate, only its pause to check.
+        if not exists (
+            select from reproq.queue_controls as c
+            where c.queue_name = p_queues[1] and c.paused
+        ) then
+            v_queues := p_queues;
+        end if;
+    else
+        select array_agg(distinct q.queue_name) into v_queues
+        from unnest(p_queues) as q (queue_name)
+        where q.queue_name is not null and not exists (
+            select from reproq.queue_controls as c
+            where c.queue_name = q.queue_name and c.paused
+        );
+    end if;
 
     -- Walk the priority levels that hold READY rows, highest first, and take due rows level by
     -- level. One index range scan over (queue, priority, run_after <= now) stops at the first
@@ -262,8 +282,9 @@ begin
                 lease_token = gen_random_uuid(),
                 started_at = coalesce(t.started_at, v_now),
                 last_attempted_at = v_now
-            from candidate as c
-            where t.result_id = c.result_id
+            -- By primary key: a join to the CTE would let a generic plan (estimated 1000
+            -- candidates) scan the whole table instead.
+            where t.result_id = any(array(select c.result_id from candidate as c))
             returning
                 t.result_id, t.task_path, t.spec_json, t.queue_name, t.priority, t.attempts,
                 t.max_attempts, t.timeout_seconds, t.lease_token, t.leased_until,
@@ -306,7 +327,8 @@ COMMENT ON FUNCTION reproq.complete(p_result_id bigint, p_lease_token uuid, p_re
 CREATE FUNCTION reproq.complete_many(p_result_ids bigint[], p_lease_tokens uuid[], p_return_values jsonb[], p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF bigint
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
-    SET plan_cache_mode TO 'force_custom_plan'
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET enable_seqscan TO 'off'
     AS $$
 declare
     v_now timestamptz := coalesce(p_now, now());
@@ -319,26 +341,21 @@ begin
     end if;
 
     return query
-    with outcome as (
-        select u.result_id, u.lease_token, u.return_value
-        from unnest(p_result_ids, p_lease_tokens, p_return_values)
-            as u (result_id, lease_token, return_value)
-    ),
-
-    done as (
+    with done as (
         update reproq.task_runs as t
         set
             status = 'SUCCESSFUL',
-            return_json = o.return_value,
+            return_json = u.return_value,
             finished_at = v_now,
             leased_by = null,
             leased_until = null,
             lease_token = null
-        from outcome as o
-        where
-            t.result_id = o.result_id
-            and t.lease_token = o.lease_token
-            and t.status = 'RUNNING'
+        from unnest(p_result_ids, p_lease_tokens, p_return_values)
+            as u (result_id, lease_token, return_value)
+        -- Only a RUNNING row holds a lease token (task_runs_lease_iff_running), so the token
+        -- match is the status check. Spelling out status = 'RUNNING' as well would let the
+        -- planner drive the join from task_runs_lease_expiry_idx, i.e. from every RUNNING row.
+        where t.result_id = u.result_id and t.lease_token = u.lease_token
         returning t.result_id
     )
 
@@ -383,100 +400,164 @@ begin
         raise exception 'p_dedup must be true or false' using errcode = 'RQ003';
     end if;
 
-    -- Validate everything first: a batch is all or nothing.
-    -- First the JSON shape (known fields, JSON types, timestamps with an offset), so the typed
-    -- casts below cannot fail; then the value rules of reproq._task_problem. Written inline: a
-    -- function call per item would cost more than the checks themselves.
-    select s.position, s.problem
-    into v_position, v_problem
-    from (
-        select t.position, case
-            when jsonb_typeof(t.item) is distinct from 'object'
-                then array['RQ002', 'each task must be a JSON object']
+    -- Validate everything first: a batch is all or nothing. One pass of inline checks decides
+    -- whether every item is valid; only when one is not do the two passes below run to name
+    -- the first invalid item and its problem. The checks are the JSON shape rules of those
+    -- passes and the value rules of reproq._task_problem, written inline because a function
+    -- call per item costs more than the checks themselves; tests/sql/test_enqueue_many_checks.py
+    -- keeps them equivalent.
+    if exists (
+        select
+        from jsonb_array_elements(p_tasks) as t (item)
+        where case
+            when jsonb_typeof(t.item) is distinct from 'object' then true
+            -- No JSON value other than a string has a text form that matches this.
+            when t.item ->> 'task_path' is null
+                or t.item ->> 'task_path'
+                !~ '^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$'
+                then true
+            when jsonb_typeof(t.item -> 'spec' -> 'args') is distinct from 'array'
+                or jsonb_typeof(t.item -> 'spec' -> 'kwargs') is distinct from 'object'
+                or (t.item -> 'spec') - 'args' - 'kwargs' <> '{}'::jsonb
+                then true
+            -- The usual item has no optional field: nothing more to check.
+            when t.item - array['task_path', 'spec'] = '{}'::jsonb then false
             when
                 t.item - array[
                     'task_path', 'spec', 'queue_name', 'priority', 'run_after', 'max_attempts',
                     'timeout_seconds', 'lock_key', 'concurrency_key', 'concurrency_limit',
                     'expires_at', 'metadata', 'dedup'
                 ] <> '{}'::jsonb
-                then array['RQ003', format(
-                    'unknown task field(s) %s',
-                    (
-                        select string_agg(quote_literal(k), ', ')
-                        from jsonb_object_keys(
-                            t.item - array[
-                                'task_path', 'spec', 'queue_name', 'priority', 'run_after',
-                                'max_attempts', 'timeout_seconds', 'lock_key', 'concurrency_key',
-                                'concurrency_limit', 'expires_at', 'metadata', 'dedup'
-                            ]
-                        ) as k
-                    )
-                )]
-            when coalesce(jsonb_typeof(t.item -> 'task_path'), 'null') not in ('string', 'null')
-                then array['RQ001', format(
-                    'task_path must be a dotted import path such as "myapp.tasks.send_email", got %s',
-                    t.item -> 'task_path'
-                )]
+                then true
             when
                 coalesce(jsonb_typeof(t.item -> 'queue_name'), 'null') not in ('string', 'null')
                 or coalesce(jsonb_typeof(t.item -> 'lock_key'), 'null') not in ('string', 'null')
                 or coalesce(jsonb_typeof(t.item -> 'concurrency_key'), 'null') not in ('string', 'null')
-                then array['RQ003', 'queue_name, lock_key and concurrency_key must be strings']
-            when
-                coalesce(jsonb_typeof(t.item -> 'priority'), 'null') not in ('number', 'null')
+                or coalesce(jsonb_typeof(t.item -> 'priority'), 'null') not in ('number', 'null')
                 or coalesce(jsonb_typeof(t.item -> 'max_attempts'), 'null') not in ('number', 'null')
                 or coalesce(jsonb_typeof(t.item -> 'timeout_seconds'), 'null') not in ('number', 'null')
                 or coalesce(jsonb_typeof(t.item -> 'concurrency_limit'), 'null') not in ('number', 'null')
-                then array[
-                    'RQ003',
-                    'priority, max_attempts, timeout_seconds and concurrency_limit must be numbers'
-                ]
-            -- ISO 8601 with an explicit offset: a timestamp without one would silently take the
-            -- session's time zone.
+                or coalesce(jsonb_typeof(t.item -> 'dedup'), 'null') not in ('boolean', 'null')
+                or coalesce(jsonb_typeof(t.item -> 'metadata'), 'null') not in ('object', 'null')
+                then true
             when
                 t.item ->> 'run_after'
                 !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
                 or t.item ->> 'expires_at'
                 !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
-                then array['RQ003', format(
-                    'run_after and expires_at must be ISO 8601 timestamps with a time zone offset, '
-                    'got %s and %s', t.item -> 'run_after', t.item -> 'expires_at'
-                )]
-            when coalesce(jsonb_typeof(t.item -> 'dedup'), 'null') not in ('boolean', 'null')
-                then array['RQ003', 'dedup must be true or false']
-            when coalesce(jsonb_typeof(t.item -> 'metadata'), 'null') not in ('object', 'null')
-                then array['RQ003', 'metadata must be a JSON object']
-        end as problem
-        from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
-    ) as s
-    where s.problem is not null
-    order by s.position
-    limit 1;
-    if v_problem is null then
-        select t.position, p.problem
+                then true
+            -- The JSON types are right from here on, so these casts cannot fail.
+            when length(coalesce(t.item ->> 'queue_name', 'default')) not between 1 and 200
+                or t.item ->> 'lock_key' = ''
+                or t.item ->> 'concurrency_key' = ''
+                then true
+            when coalesce((t.item ->> 'priority')::numeric, 0) not between -100 and 100
+                or coalesce((t.item ->> 'priority')::numeric, 0)
+                <> trunc(coalesce((t.item ->> 'priority')::numeric, 0))
+                or coalesce((t.item ->> 'max_attempts')::numeric, 3) not between 1 and 1000
+                or coalesce((t.item ->> 'max_attempts')::numeric, 3)
+                <> trunc(coalesce((t.item ->> 'max_attempts')::numeric, 3))
+                or coalesce((t.item ->> 'timeout_seconds')::numeric, 900) not between 1 and 31536000
+                or coalesce((t.item ->> 'timeout_seconds')::numeric, 900)
+                <> trunc(coalesce((t.item ->> 'timeout_seconds')::numeric, 900))
+                then true
+            when (t.item ->> 'concurrency_limit')::numeric not between 1 and 1000000
+                or (t.item ->> 'concurrency_limit')::numeric
+                <> trunc((t.item ->> 'concurrency_limit')::numeric)
+                or (t.item ->> 'concurrency_limit' is not null and t.item ->> 'concurrency_key' is null)
+                then true
+            else false
+        end
+    ) then
+        select s.position, s.problem
         into v_position, v_problem
-        from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
-        cross join lateral (
-            select reproq._task_problem(
-                t.item ->> 'task_path',
-                t.item -> 'spec',
-                coalesce(t.item ->> 'queue_name', 'default'),
-                coalesce((t.item ->> 'priority')::numeric, 0),
-                coalesce((t.item ->> 'max_attempts')::numeric, 3),
-                coalesce((t.item ->> 'timeout_seconds')::numeric, 900),
-                t.item ->> 'lock_key',
-                t.item ->> 'concurrency_key',
-                (t.item ->> 'concurrency_limit')::numeric,
-                coalesce(nullif(t.item -> 'metadata', 'null'), '{}')
-            ) as problem
-        ) as p
-        where p.problem is not null
-        order by t.position
+        from (
+            select t.position, case
+                when jsonb_typeof(t.item) is distinct from 'object'
+                    then array['RQ002', 'each task must be a JSON object']
+                when
+                    t.item - array[
+                        'task_path', 'spec', 'queue_name', 'priority', 'run_after', 'max_attempts',
+                        'timeout_seconds', 'lock_key', 'concurrency_key', 'concurrency_limit',
+                        'expires_at', 'metadata', 'dedup'
+                    ] <> '{}'::jsonb
+                    then array['RQ003', format(
+                        'unknown task field(s) %s',
+                        (
+                            select string_agg(quote_literal(k), ', ')
+                            from jsonb_object_keys(
+                                t.item - array[
+                                    'task_path', 'spec', 'queue_name', 'priority', 'run_after',
+                                    'max_attempts', 'timeout_seconds', 'lock_key', 'concurrency_key',
+                                    'concurrency_limit', 'expires_at', 'metadata', 'dedup'
+                                ]
+                            ) as k
+                        )
+                    )]
+                when coalesce(jsonb_typeof(t.item -> 'task_path'), 'null') not in ('string', 'null')
+                    then array['RQ001', format(
+                        'task_path must be a dotted import path such as "myapp.tasks.send_email", got %s',
+                        t.item -> 'task_path'
+                    )]
+                when
+                    coalesce(jsonb_typeof(t.item -> 'queue_name'), 'null') not in ('string', 'null')
+                    or coalesce(jsonb_typeof(t.item -> 'lock_key'), 'null') not in ('string', 'null')
+                    or coalesce(jsonb_typeof(t.item -> 'concurrency_key'), 'null') not in ('string', 'null')
+                    then array['RQ003', 'queue_name, lock_key and concurrency_key must be strings']
+                when
+                    coalesce(jsonb_typeof(t.item -> 'priority'), 'null') not in ('number', 'null')
+                    or coalesce(jsonb_typeof(t.item -> 'max_attempts'), 'null') not in ('number', 'null')
+                    or coalesce(jsonb_typeof(t.item -> 'timeout_seconds'), 'null') not in ('number', 'null')
+                    or coalesce(jsonb_typeof(t.item -> 'concurrency_limit'), 'null') not in ('number', 'null')
+                    then array[
+                        'RQ003',
+                        'priority, max_attempts, timeout_seconds and concurrency_limit must be numbers'
+                    ]
+                when
+                    t.item ->> 'run_after'
+                    !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
+                    or t.item ->> 'expires_at'
+                    !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
+                    then array['RQ003', format(
+                        'run_after and expires_at must be ISO 8601 timestamps with a time zone offset, '
+                        'got %s and %s', t.item -> 'run_after', t.item -> 'expires_at'
+                    )]
+                when coalesce(jsonb_typeof(t.item -> 'dedup'), 'null') not in ('boolean', 'null')
+                    then array['RQ003', 'dedup must be true or false']
+                when coalesce(jsonb_typeof(t.item -> 'metadata'), 'null') not in ('object', 'null')
+                    then array['RQ003', 'metadata must be a JSON object']
+            end as problem
+            from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
+        ) as s
+        where s.problem is not null
+        order by s.position
         limit 1;
-    end if;
-    if v_problem is not null then
-        raise exception 'task %: %', v_position, v_problem[2]
-            using errcode = v_problem[1];
+        if v_problem is null then
+            select t.position, p.problem
+            into v_position, v_problem
+            from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
+            cross join lateral (
+                select reproq._task_problem(
+                    t.item ->> 'task_path',
+                    t.item -> 'spec',
+                    coalesce(t.item ->> 'queue_name', 'default'),
+                    coalesce((t.item ->> 'priority')::numeric, 0),
+                    coalesce((t.item ->> 'max_attempts')::numeric, 3),
+                    coalesce((t.item ->> 'timeout_seconds')::numeric, 900),
+                    t.item ->> 'lock_key',
+                    t.item ->> 'concurrency_key',
+                    (t.item ->> 'concurrency_limit')::numeric,
+                    coalesce(nullif(t.item -> 'metadata', 'null'), '{}')
+                ) as problem
+            ) as p
+            where p.problem is not null
+            order by t.position
+            limit 1;
+        end if;
+        if v_problem is not null then
+            raise exception 'task %: %', v_position, v_problem[2]
+                using errcode = v_problem[1];
+        end if;
     end if;
 
     if jsonb_array_length(p_tasks) = 1 then
@@ -502,43 +583,36 @@ begin
 
     with items as materialized (
         select
-            t.position::integer as position,
-            t.item ->> 'task_path' as task_path,
-            t.item -> 'spec' as spec,
-            coalesce(t.item ->> 'queue_name', 'default') as queue_name,
-            coalesce((t.item ->> 'priority')::numeric::smallint, 0) as priority,
-            coalesce((t.item ->> 'run_after')::timestamptz, v_now) as run_after,
-            coalesce((t.item ->> 'max_attempts')::numeric::integer, 3) as max_attempts,
-            coalesce((t.item ->> 'timeout_seconds')::numeric::integer, 900) as timeout_seconds,
-            t.item ->> 'lock_key' as lock_key,
-            t.item ->> 'concurrency_key' as concurrency_key,
-            (t.item ->> 'concurrency_limit')::numeric::integer as concurrency_limit,
-            (t.item ->> 'expires_at')::timestamptz as expires_at,
-            coalesce(nullif(t.item -> 'metadata', 'null'), '{}') as metadata,
-            coalesce((t.item ->> 'dedup')::boolean, p_dedup) as dedup,
-            nextval('reproq.task_runs_result_id_seq'::regclass) as new_id
-        from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
-    ),
-
-    hashed as materialized (
-        select
             i.*,
-            reproq.spec_hash(i.task_path, i.queue_name, i.spec) as spec_hash
-        from items as i
-    ),
-
-    -- Within one call, identical dedup specs collapse onto the first of them, because
-    -- ON CONFLICT DO UPDATE may not touch the same row twice in one statement.
-    led as (
-        select
-            h.*,
-            case when h.dedup
-                then first_value(h.new_id) over (
-                    partition by h.dedup, h.spec_hash order by h.position
-                )
-                else h.new_id
-            end as leader_id
-        from hashed as h
+            -- reproq.spec_hash's expression, inline: a call per item costs as much again.
+            sha256(convert_to(
+                jsonb_build_object(
+                    'task_path', i.task_path,
+                    'queue_name', i.queue_name,
+                    'args', i.spec -> 'args',
+                    'kwargs', i.spec -> 'kwargs'
+                )::text,
+                'UTF8'
+            )) as spec_hash
+        from (
+            select
+                t.position::integer as position,
+                t.item ->> 'task_path' as task_path,
+                t.item -> 'spec' as spec,
+                coalesce(t.item ->> 'queue_name', 'default') as queue_name,
+                coalesce((t.item ->> 'priority')::numeric::smallint, 0) as priority,
+                coalesce((t.item ->> 'run_after')::timestamptz, v_now) as run_after,
+                coalesce((t.item ->> 'max_attempts')::numeric::integer, 3) as max_attempts,
+                coalesce((t.item ->> 'timeout_seconds')::numeric::integer, 900) as timeout_seconds,
+                t.item ->> 'lock_key' as lock_key,
+                t.item ->> 'concurrency_key' as concurrency_key,
+                (t.item ->> 'concurrency_limit')::numeric::integer as concurrency_limit,
+                (t.item ->> 'expires_at')::timestamptz as expires_at,
+                coalesce(nullif(t.item -> 'metadata', 'null'), '{}') as metadata,
+                coalesce((t.item ->> 'dedup')::boolean, p_dedup) as dedup,
+                nextval('reproq.task_runs_result_id_seq'::regclass) as new_id
+            from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
+        ) as i
     ),
 
     inserted as (
@@ -547,15 +621,18 @@ begin
             dedup, max_attempts, timeout_seconds, lock_key, concurrency_key,
             concurrency_limit, metadata_json, expires_at, enqueued_at
         )
-        select
+        -- Within one call, identical dedup specs collapse onto the first of them (ON CONFLICT
+        -- DO UPDATE may not touch the same row twice in one statement): one row per spec_hash
+        -- among dedup items, every other item as it is. The same sort puts the rows in
+        -- spec_hash order: arbiter checks (and the row locks of dedup hits) happen in that
+        -- order in every call, so two calls racing on overlapping specs wait for each other,
+        -- never deadlock.
+        select distinct on (l.spec_hash, case when l.dedup then 0 else l.position end)
             l.new_id, l.queue_name, l.priority, l.run_after, l.task_path, l.spec,
             l.spec_hash, l.dedup, l.max_attempts, l.timeout_seconds, l.lock_key,
             l.concurrency_key, l.concurrency_limit, l.metadata, l.expires_at, v_now
-        from led as l
-        where l.new_id = l.leader_id
-        -- Arbiter checks (and the row locks of dedup hits) happen in spec_hash order in every
-        -- call, so two calls racing on overlapping specs wait for each other, never deadlock.
-        order by l.spec_hash, l.position
+        from items as l
+        order by l.spec_hash, case when l.dedup then 0 else l.position end, l.position
         on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
         -- A no-op update so RETURNING yields the existing row's id (DO NOTHING yields none).
         do update set dedup = t.dedup
@@ -572,7 +649,7 @@ begin
             i.result_id = l.new_id as created,
             i.queue_name,
             i.enqueued_at
-        from led as l
+        from items as l
         inner join inserted as i on i.spec_hash = l.spec_hash and i.dedup
         where l.dedup
         union all
@@ -582,7 +659,7 @@ begin
             true as created,
             i.queue_name,
             i.enqueued_at
-        from led as l
+        from items as l
         inner join inserted as i on i.result_id = l.new_id
         where not l.dedup
     )
@@ -629,7 +706,17 @@ begin
     if p_dedup is null then
         raise exception 'p_dedup must be true or false' using errcode = 'RQ003';
     end if;
-    v_hash := reproq.spec_hash(p_task_path, p_queue, p_spec);
+    -- reproq.spec_hash's expression, inline: the call (and its search_path switch) costs more
+    -- than the hash.
+    v_hash := sha256(convert_to(
+        jsonb_build_object(
+            'task_path', p_task_path,
+            'queue_name', p_queue,
+            'args', p_spec -> 'args',
+            'kwargs', p_spec -> 'kwargs'
+        )::text,
+        'UTF8'
+    ));
     v_result.position := 1;
 
     -- One statement for both: a row with dedup = false is outside the partial unique index,
@@ -930,7 +1017,8 @@ COMMENT ON FUNCTION reproq.set_logs_uri(p_result_id bigint, p_lease_token uuid, 
 CREATE FUNCTION reproq.set_logs_uris(p_result_ids bigint[], p_lease_tokens uuid[], p_logs_uris text[]) RETURNS SETOF bigint
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
-    SET plan_cache_mode TO 'force_custom_plan'
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET enable_seqscan TO 'off'
     AS $$
 begin
     if cardinality(p_result_ids) is distinct from cardinality(p_lease_tokens)
@@ -946,10 +1034,9 @@ begin
         set logs_uri = u.logs_uri
         from unnest(p_result_ids, p_lease_tokens, p_logs_uris)
             as u (result_id, lease_token, logs_uri)
-        where
-            t.result_id = u.result_id
-            and t.lease_token = u.lease_token
-            and t.status = 'RUNNING'
+        -- Only a RUNNING row holds a lease token (task_runs_lease_iff_running): the token
+        -- match is the status check (see complete_many).
+        where t.result_id = u.result_id and t.lease_token = u.lease_token
         returning t.result_id
     )
 

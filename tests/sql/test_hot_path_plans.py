@@ -1,0 +1,88 @@
+"""The 0003 shapes of claim, complete_many and set_logs_uris (planned once per session).
+
+They run with plan_cache_mode = force_generic_plan, so the plan a session makes first is the
+one it keeps: made while the table was empty, it must still read task_runs by index once the
+table is full. auto_explain (log_level = notice) shows the plans PL/pgSQL really used.
+"""
+
+import json
+import uuid
+
+from reproq_runner import queries
+from tests.sql.helpers import T0, enqueue
+
+
+def plan_nodes(plan):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+def explained(conn, call):
+    """Run ``call(cur)`` and return the plan nodes that read reproq.task_runs."""
+    notices = []
+    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+    with conn.cursor() as cur:
+        cur.execute("load 'auto_explain'")
+        for setting, value in (("log_min_duration", "0"), ("log_nested_statements", "on"),
+                               ("log_analyze", "on"), ("log_format", "json"),
+                               ("log_level", "notice")):
+            cur.execute(f"set auto_explain.{setting} = {value}")
+        result = call(cur)
+        cur.execute("set auto_explain.log_min_duration = -1")
+    plans = [json.loads(n.split("plan:", 1)[1])["Plan"] for n in notices if "plan:" in n]
+    nodes = [node for plan in plans for node in plan_nodes(plan)
+             if node.get("Relation Name") == "task_runs"]
+    return result, nodes
+
+
+def fill_running(cur, n):
+    cur.execute("""
+        insert into reproq.task_runs
+            (queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup, status,
+             attempts, worker_ids, leased_by, leased_until, lease_token, enqueued_at)
+        select 'default', 0, %s, 'app.tasks.t',
+               jsonb_build_object('args', jsonb_build_array(i), 'kwargs', '{}'::jsonb),
+               sha256(int8send(i)), false, 'RUNNING', 1, '{w}', 'w', %s + interval '1 hour',
+               gen_random_uuid(), %s
+        from generate_series(1, %s) as i
+    """, (T0, T0, T0, n))
+
+
+def test_plans_made_on_an_empty_table_still_use_indexes_on_a_full_one(conn, cur):
+    # First calls on an empty, never analyzed table: the session's generic plans are made now.
+    assert queries.claim(cur, "w", ["default"], 5, now=T0) == []
+    assert queries.complete_many(cur, [(1, uuid.uuid4(), "null")]) == set()
+    cur.execute("select reproq.set_logs_uris(array[1::bigint], array[gen_random_uuid()],"
+                " array['file:///x'])")
+    fill_running(cur, 20_000)
+    for i in range(200):
+        enqueue(cur, [i])
+
+    claimed, nodes = explained(conn, lambda c: queries.claim(c, "w", ["default"], 5, now=T0))
+    assert len(claimed) == 5
+    assert nodes and not [n for n in nodes if n["Node Type"] == "Seq Scan"], nodes
+
+    outcomes = [(t.result_id, t.lease_token, "1") for t in claimed]
+    done, nodes = explained(conn, lambda c: queries.complete_many(c, outcomes))
+    assert done == {t.result_id for t in claimed}
+    assert nodes and not [n for n in nodes if n["Node Type"] == "Seq Scan"], nodes
+    # One primary-key lookup per id, not a walk over the 20 000 RUNNING rows.
+    assert {n.get("Index Name") for n in nodes if "Index Name" in n} == {"task_runs_pkey"}
+    assert sum(n["Actual Rows"] * n.get("Actual Loops", 1) for n in nodes
+               if n.get("Index Name") == "task_runs_pkey") <= 5
+
+
+def test_claim_with_repeated_and_null_queue_names_claims_each_task_once(cur):
+    ids = {enqueue(cur, [i]) for i in range(4)}
+    claimed = queries.claim(cur, "w", ["default", "default", None], 10, now=T0)
+    assert sorted(t.result_id for t in claimed) == sorted(ids)
+
+
+def test_claim_of_one_null_or_paused_queue_claims_nothing(cur):
+    enqueue(cur, [1])
+    assert queries.claim(cur, "w", [None], 10, now=T0) == []
+    cur.execute("select reproq.pause_queue('default')")
+    assert queries.claim(cur, "w", ["default"], 10, now=T0) == []
+    cur.execute("select reproq.resume_queue('default')")
+    assert len(queries.claim(cur, "w", ["default"], 10, now=T0)) == 1
