@@ -32,7 +32,8 @@ from django.utils import module_loading, timezone
 from django.utils.json import normalize_json
 
 from reproq_django import conf, serialization
-from reproq_django.results import ReproqTaskContext, task_error, task_result_from_run
+from reproq_django.results import (ReproqTaskContext, running_task_result, task_as_stored,
+                                   task_error)
 from reproq_runner import queries
 from reproq_runner.outcome import Failed, Outcome, Succeeded
 from reproq_runner.queries import ClaimedTask
@@ -66,6 +67,7 @@ class DjangoExecutor:
         # Per process, settings and task modules do not change: resolve each once.
         self._tasks: dict[str, tuple[Any, type]] = {}  # task path -> (Task, signal sender)
         self._routes: dict[str, tuple[str, bool]] = {}  # queue -> (alias, ids carry alias)
+        self._stored_tasks: dict[tuple[str, str, int], Any] = {}  # see stored_task()
 
     def setup(self) -> None:
         if not apps.ready:
@@ -93,6 +95,17 @@ class DjangoExecutor:
             alias = self.database or conf.database_for_queue(queue_name)
             route = self._routes[queue_name] = (alias, conf.result_id_with_alias())
         return route
+
+    def stored_task(self, task, claimed: ClaimedTask):
+        """``task`` as the claimed row stores it (queue, priority, run_after), shared by the
+        attempts of one (task, queue, priority) that were not deferred."""
+        if claimed.run_after != claimed.enqueued_at:
+            return task_as_stored(task, claimed, task.backend)
+        key = (claimed.task_path, claimed.queue_name, claimed.priority)
+        stored = self._stored_tasks.get(key)
+        if stored is None:
+            stored = self._stored_tasks[key] = task_as_stored(task, claimed, task.backend)
+        return stored
 
     def task_for(self, attempt: _Attempt) -> tuple[Any, type]:
         """The Task of the attempt's path and its signal sender, resolved once per path
@@ -176,9 +189,11 @@ class _Attempt:
                 serialization.decode(self.claimed.kwargs))
 
     def _running_result(self, task):
-        run = queries.running_task_run(self.claimed)
-        result_id = f"{self.alias}:{run.result_id}" if self.id_with_alias else str(run.result_id)
-        return task_result_from_run(task, run, task.backend, result_id)
+        claimed = self.claimed
+        result_id = (f"{self.alias}:{claimed.result_id}" if self.id_with_alias
+                     else str(claimed.result_id))
+        return running_task_result(self.executor.stored_task(task, claimed), claimed,
+                                   task.backend, result_id)
 
     def _call(self, task, running, args: list, kwargs: dict) -> Any:
         if task.takes_context:

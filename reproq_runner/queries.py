@@ -101,23 +101,6 @@ class TaskRun:
     finished_at: datetime | None
 
 
-def running_task_run(task: ClaimedTask) -> TaskRun:
-    """The row of a task just claimed, as :func:`get_task_run` would read it, without the read."""
-    return TaskRun(
-        result_id=task.result_id, queue_name=task.queue_name, priority=task.priority,
-        run_after=task.run_after, task_path=task.task_path, spec_json=task.spec_json,
-        status="RUNNING", attempts=task.attempts, max_attempts=task.max_attempts,
-        timeout_seconds=task.timeout_seconds, lock_key=None, concurrency_key=None,
-        concurrency_limit=None, worker_ids=task.worker_ids, return_json=None,
-        errors_json=task.errors_json, metadata_json=task.metadata_json,
-        leased_by=task.worker_ids[-1],
-        leased_until=task.leased_until, lease_token=task.lease_token, cancel_requested=False,
-        expires_at=None, logs_uri=None, enqueued_at=task.enqueued_at,
-        started_at=task.started_at, last_attempted_at=task.last_attempted_at,
-        finished_at=None,
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class AppliedMigration:
     version: int
