@@ -15,6 +15,7 @@ from functools import cached_property
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from asgiref.sync import sync_to_async
 from django.db import connections, transaction
 from django.tasks import Task
@@ -28,6 +29,7 @@ from django.utils.module_loading import import_string
 from reproq_django import conf, serialization
 from reproq_django.results import (
     ReproqTaskResult,
+    enqueued_task_result,
     parse_result_id,
     public_result_id,
     task_result_from_run,
@@ -79,21 +81,61 @@ def _whole(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    """One task ready to store: its task object, its encoded arguments, the enqueue options
-    of ``reproq_runner.queries`` (queue_name, priority, run_after, …) and its database."""
+class _Plan:
+    """What enqueue derives from a task object alone (its path, database, the options every
+    call shares, how results show it), computed once per backend and equal task, and again
+    when a REPROQ_* setting changes (``conf.generation``)."""
 
-    task: Task
-    args: list[Any]
-    kwargs: dict[str, Any]
-    options: dict[str, Any]
-    alias: str
+    __slots__ = ("stored_task", "task_path", "alias", "validation_cached", "one_options",
+                 "item_template", "metadata", "generation")
+
+    def __init__(self, backend: ReproqBackend, task: Task, config: BackendOptions,
+                 validation_cached: bool):
+        self.generation = conf.generation
+        # The task as task_as_stored shows a row that is not deferred.
+        if task.run_after is None and task.backend == backend.alias:
+            self.stored_task = task
+        else:
+            self.stored_task = _with_fields(task, run_after=None, backend=backend.alias)
+        self.task_path = task.module_path
+        self.alias = conf.database_for_queue(task.queue_name)
+        self.validation_cached = validation_cached
+        self.metadata = _enqueue_metadata(config)
+        self.one_options = dict(queue_name=task.queue_name, priority=task.priority,
+                                max_attempts=config.MAX_ATTEMPTS,
+                                timeout_seconds=config.TIMEOUT_SECONDS, metadata=self.metadata)
+        self.item_template = queries.task_item(self.task_path, **self.one_options)
+
+
+class _Prepared:
+    """One task call ready to store: its plan, the task as called, its encoded arguments (and
+    decoded, as its result shows them), and the options of this call alone (run_after,
+    lock_key, …; only those that are set)."""
+
+    __slots__ = ("plan", "task", "args", "kwargs", "result_args", "result_kwargs",
+                 "run_after", "extra")
+
+    def __init__(self, plan: _Plan, task: Task, encoded: tuple, run_after: datetime | None,
+                 extra: dict[str, Any]):
+        self.plan = plan
+        self.task = task
+        self.args, self.kwargs, self.result_args, self.result_kwargs = encoded
+        self.run_after = run_after
+        self.extra = extra
 
     @property
     def item(self) -> dict[str, Any]:
-        """This task as one item of ``reproq.enqueue_many``."""
-        return queries.task_item(self.task.module_path, self.args, self.kwargs, **self.options)
+        """This task as one item of ``reproq.enqueue_many`` (see ``queries.task_item``)."""
+        if not self.extra:
+            return {**self.plan.item_template, "spec": {"args": self.args, "kwargs": self.kwargs}}
+        return queries.task_item(self.plan.task_path, self.args, self.kwargs,
+                                 **self.plan.one_options, **self.extra)
+
+
+# Plans kept per backend; past this many distinct tasks (``task.using(...)`` in a loop makes a
+# new task per call) the cache starts again.
+_PLAN_CACHE_SIZE = 1024
+_RESERVED = frozenset(RESERVED_KWARGS)
 
 
 class ReproqBackend(BaseTaskBackend):
@@ -138,8 +180,19 @@ class ReproqBackend(BaseTaskBackend):
 
     # -- enqueue --------------------------------------------------------------------------------
 
+    @cached_property
+    def _plans(self) -> dict[Task, _Plan]:
+        """Plans of the tasks this backend enqueued, by task (see :meth:`_plan`)."""
+        return {}
+
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> ReproqTaskResult:
-        [result] = self.bulk_enqueue([(task, args, kwargs)])
+        if type(self).bulk_enqueue is not ReproqBackend.bulk_enqueue:
+            # A subclass hooks bulk_enqueue: every enqueue goes through it.
+            [result] = self.bulk_enqueue([(task, args, kwargs)])
+            return result
+        config = self.config
+        [result] = self._store([self._prepare(task, args, kwargs, config)], config)
+        task_enqueued.send(type(self), task_result=result)
         return result
 
     def bulk_enqueue(self, calls: Iterable[tuple[Task, Sequence[Any], dict[str, Any]]]
@@ -147,15 +200,14 @@ class ReproqBackend(BaseTaskBackend):
         """Enqueue many ``(task, args, kwargs)`` in one ``reproq.enqueue_many`` call per queue
         database: all or nothing, dedup-aware, results in input order."""
         config = self.config
-        prepared = [self._prepare(task, args, kwargs, config) for task, args, kwargs in calls]
+        prepare = self._prepare
+        prepared = [prepare(task, args, kwargs, config) for task, args, kwargs in calls]
         if not prepared:
             return []
-        runs = self._store(prepared, config)
-        results = [task_result_from_run(p.task, run, self.alias,
-                                        public_result_id(p.alias, run.result_id))
-                   for p, run in zip(prepared, runs)]
+        results = self._store(prepared, config)
+        send, sender = task_enqueued.send, type(self)
         for result in results:
-            task_enqueued.send(type(self), task_result=result)
+            send(sender, task_result=result)
         return results
 
     async def abulk_enqueue(self, calls) -> list[ReproqTaskResult]:
@@ -164,56 +216,117 @@ class ReproqBackend(BaseTaskBackend):
     def _prepare(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any],
                  config: BackendOptions) -> _Prepared:
         kwargs = dict(kwargs)
-        reserved = {name: kwargs.pop(name) for name in RESERVED_KWARGS if name in kwargs}
-        task = self._task_for_call(task, reserved)
+        reserved = None
+        if kwargs and not _RESERVED.isdisjoint(kwargs):
+            reserved = {name: kwargs.pop(name) for name in RESERVED_KWARGS if name in kwargs}
+            task = self._task_for_call(task, reserved)
+        plan = self._plan(task, config)
+        encoded = serialization.encode_call(args, kwargs)
+        run_after = task.run_after
+        extra: dict[str, Any] = {}
+        if run_after is not None:
+            run_after = extra["run_after"] = _resolve_run_after(run_after)
+        if reserved:
+            for name, value in (
+                    ("lock_key", _optional_text("lock_key", reserved.get("lock_key"))),
+                    ("concurrency_key", _concurrency_key(reserved.get("concurrency_key"),
+                                                         args, kwargs)),
+                    ("concurrency_limit", reserved.get("concurrency_limit"))):
+                if value is not None:
+                    extra[name] = value
+        if config.EXPIRES_IN is not None:
+            extra["expires_at"] = _expires_at(run_after, config.EXPIRES_IN)
+        return _Prepared(plan, task, encoded, run_after, extra)
+
+    def _plan(self, task: Task, config: BackendOptions) -> _Plan:
+        """``task``'s plan, validating the task (once, when the result can be kept)."""
+        try:
+            plan = self._plans.get(task)
+        except TypeError:  # an unhashable Task subclass: nothing to keep it by
+            self.validate_task(task)
+            return _Plan(self, task, config, validation_cached=False)
+        if plan is not None and plan.generation == conf.generation:
+            if not plan.validation_cached:
+                self.validate_task(task)
+            return plan
         self.validate_task(task)
-        encoded_args = serialization.encode(list(args))
-        encoded_kwargs = serialization.encode(kwargs)
-        run_after = _resolve_run_after(task.run_after)
-        options = dict(
-            queue_name=task.queue_name,
-            priority=task.priority,
-            run_after=run_after,
-            max_attempts=config.MAX_ATTEMPTS,
-            timeout_seconds=config.TIMEOUT_SECONDS,
-            lock_key=_optional_text("lock_key", reserved.get("lock_key")),
-            concurrency_key=_concurrency_key(reserved.get("concurrency_key"), args, kwargs),
-            concurrency_limit=reserved.get("concurrency_limit"),
-            expires_at=_expires_at(run_after, config.EXPIRES_IN),
-            metadata=_enqueue_metadata(config),
-        )
-        return _Prepared(task, encoded_args, encoded_kwargs, options,
-                         conf.database_for_queue(task.queue_name))
+        # Validation depends on the task's fields only, except that an aware-datetime
+        # run_after is checked against USE_TZ; a subclass may validate differently.
+        cached = (type(self).validate_task is ReproqBackend.validate_task
+                  and not isinstance(task.run_after, datetime))
+        plan = _Plan(self, task, config, validation_cached=cached)
+        if len(self._plans) >= _PLAN_CACHE_SIZE:
+            self._plans.clear()
+        self._plans[task] = plan
+        return plan
 
     @staticmethod
     def _task_for_call(task: Task, reserved: dict[str, Any]) -> Task:
         changes = {name: reserved[name] for name in ("priority", "run_after") if name in reserved}
         return task.using(**changes) if changes else task
 
-    def _store(self, prepared: list[_Prepared], config: BackendOptions) -> list[queries.TaskRun]:
+    def _store(self, prepared: list[_Prepared], config: BackendOptions
+               ) -> list[ReproqTaskResult]:
+        """Store ``prepared`` (one statement per queue database) and return their results."""
+        first_alias = prepared[0].plan.alias
+        if all(p.plan.alias == first_alias for p in prepared):
+            connection = connections[first_alias]
+            if not _in_transaction(connection):
+                # A lone statement in autocommit is atomic by itself.
+                return self._store_on(first_alias, connection, prepared, config)
+            # Inside the caller's transaction a savepoint keeps it usable if the database
+            # refuses the enqueue.
+            with transaction.atomic(using=first_alias):
+                return self._store_on(first_alias, connection, prepared, config)
         by_alias: dict[str, list[int]] = {}
         for index, p in enumerate(prepared):
-            by_alias.setdefault(p.alias, []).append(index)
-        runs: list[queries.TaskRun | None] = [None] * len(prepared)
+            by_alias.setdefault(p.plan.alias, []).append(index)
+        results: list[ReproqTaskResult | None] = [None] * len(prepared)
         with ExitStack() as stack:
-            if len(by_alias) > 1 or _in_transaction(next(iter(by_alias))):
-                # Several queue databases roll back together; inside the caller's transaction
-                # a savepoint keeps it usable if the database refuses the enqueue. A lone
-                # statement in autocommit is atomic by itself and needs neither.
-                for alias in by_alias:
-                    stack.enter_context(transaction.atomic(using=alias))
+            # Several queue databases roll back together.
+            for alias in by_alias:
+                stack.enter_context(transaction.atomic(using=alias))
             for alias, indexes in by_alias.items():
-                group = [prepared[i] for i in indexes]
-                with connections[alias].cursor() as cursor:
-                    enqueued = _enqueue(cursor, group, config.DEDUP_ACTIVE)
-                    # A new row is exactly its input; only dedup hits need reading back.
-                    existing = {run.result_id: run for run in queries.get_task_runs(
-                        cursor, sorted({e.result_id for e in enqueued if not e.created}))}
-                for e in enqueued:
-                    runs[indexes[e.position - 1]] = (
-                        _new_run(group[e.position - 1].item, e) if e.created
-                        else existing[e.result_id])
-        return runs
+                stored = self._store_on(alias, connections[alias],
+                                        [prepared[i] for i in indexes], config)
+                for index, result in zip(indexes, stored):
+                    results[index] = result
+        return results
+
+    def _store_on(self, alias: str, connection, group: list[_Prepared],
+                  config: BackendOptions) -> list[ReproqTaskResult]:
+        """One statement on one database: reproq.enqueue_one's single-row statement for one
+        task, one reproq.enqueue_many call for several. A new row is exactly its input; only
+        dedup hits are read back."""
+        with _enqueue_cursor(connection) as cursor:
+            if len(group) == 1:
+                [one] = group
+                enqueued = [queries.enqueue_one(cursor, one.plan.task_path, one.args,
+                                                one.kwargs, dedup=config.DEDUP_ACTIVE,
+                                                **one.plan.one_options, **one.extra)]
+            else:
+                enqueued = queries.enqueue_many(cursor, [p.item for p in group],
+                                                dedup=config.DEDUP_ACTIVE)
+            hits = sorted({e.result_id for e in enqueued if not e.created})
+            existing = ({run.result_id: run for run in queries.get_task_runs(cursor, hits)}
+                        if hits else {})
+        results: list[ReproqTaskResult | None] = [None] * len(group)
+        backend_alias = self.alias
+        for e in enqueued:
+            p = group[e.position - 1]
+            result_id = public_result_id(alias, e.result_id)
+            if e.created:
+                run_after = p.run_after
+                task = p.plan.stored_task
+                if run_after is not None and run_after != e.enqueued_at:
+                    task = _with_fields(task, run_after=run_after)
+                results[e.position - 1] = enqueued_task_result(
+                    task, result_id, e.enqueued_at, p.result_args, p.result_kwargs,
+                    p.plan.metadata, backend_alias)
+            else:
+                results[e.position - 1] = task_result_from_run(
+                    p.task, existing[e.result_id], backend_alias, result_id)
+        return results
 
     # -- results --------------------------------------------------------------------------------
 
@@ -253,39 +366,42 @@ class ReproqBackend(BaseTaskBackend):
             return queries.cancel(cursor, number)
 
 
-def _enqueue(cursor, group: list[_Prepared], dedup: bool) -> list[queries.Enqueued]:
-    """One task takes reproq.enqueue_one's single-row statement; several, one
-    reproq.enqueue_many call."""
-    if len(group) == 1:
-        [one] = group
-        return [queries.enqueue_one(cursor, one.task.module_path, one.args, one.kwargs,
-                                    dedup=dedup, **one.options)]
-    return queries.enqueue_many(cursor, [p.item for p in group], dedup=dedup)
+try:
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3, register_tzloader
+except ImportError:  # no psycopg at all: never a PostgreSQL connection
+    is_psycopg3 = False
+_TIMESTAMPTZ_OID = psycopg.adapters.types["timestamptz"].oid
+_TEXT = psycopg.pq.Format.TEXT
 
 
-def _in_transaction(alias: str) -> bool:
-    connection = connections[alias]
+def _enqueue_cursor(connection):
+    """``connection.cursor()``, binding the parameters server-side.
+
+    Django's psycopg cursors bind client-side (unless ``OPTIONS["server_side_binding"]``):
+    each enqueue would quote its parameters into the SQL text (a bulk enqueue: megabytes of
+    JSON) for the server to parse again. reproq's statements are fixed text, so this is
+    Django's cursor (``BaseDatabaseWrapper._cursor``: health check, connection, error
+    wrapping, thread check, ``CursorWrapper`` with its execute wrappers and broken-transaction
+    check, the time zone of ``create_cursor``) over a psycopg cursor that sends the parameters
+    apart. It prepares statements only when the connection's ``prepare_threshold`` asks, as
+    Django's own server-side cursors do. While queries are logged (``DEBUG``,
+    ``assertNumQueries``) Django's cursor is used as it is, so the log shows the values."""
+    if (not is_psycopg3 or connection.vendor != "postgresql" or connection.queries_logged
+            or connection.settings_dict["OPTIONS"].get("server_side_binding") is True):
+        return connection.cursor()
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        raw = connection.connection
+        cursor = psycopg.Cursor(raw)
+        if connection.timezone != raw.adapters.get_loader(_TIMESTAMPTZ_OID, _TEXT).timezone:
+            register_tzloader(connection.timezone, cursor)
+        connection.validate_thread_sharing()
+        return connection.make_cursor(cursor)
+
+
+def _in_transaction(connection) -> bool:
     return connection.in_atomic_block or not connection.get_autocommit()
-
-
-def _new_run(item: dict[str, Any], enqueued: queries.Enqueued) -> queries.TaskRun:
-    """The row ``reproq.enqueue_many`` just inserted for ``item`` (see ``queries.task_item``),
-    without reading it back."""
-    run_after = item.get("run_after")
-    expires_at = item.get("expires_at")
-    return queries.TaskRun(
-        result_id=enqueued.result_id, queue_name=item["queue_name"], priority=item["priority"],
-        run_after=datetime.fromisoformat(run_after) if run_after else enqueued.enqueued_at,
-        task_path=item["task_path"], spec_json=item["spec"], status="READY", attempts=0,
-        max_attempts=item["max_attempts"], timeout_seconds=item["timeout_seconds"],
-        lock_key=item.get("lock_key"), concurrency_key=item.get("concurrency_key"),
-        concurrency_limit=item.get("concurrency_limit"), worker_ids=[], return_json=None,
-        errors_json=[], metadata_json=item.get("metadata") or {}, leased_by=None,
-        leased_until=None, lease_token=None, cancel_requested=False,
-        expires_at=datetime.fromisoformat(expires_at) if expires_at else None, logs_uri=None,
-        enqueued_at=enqueued.enqueued_at, started_at=None, last_attempted_at=None,
-        finished_at=None,
-    )
 
 
 def _with_fields(task: Task, **changes: Any) -> Task:

@@ -15,7 +15,25 @@ from fnmatch import fnmatchcase
 from importlib.util import find_spec
 
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS
+
+# Values derived from REPROQ_* settings, read on every enqueue: computed once, forgotten when
+# a REPROQ_* setting changes (``override_settings`` and pytest-django's ``settings`` send
+# ``setting_changed``). ``generation`` counts the changes, so callers may cache values derived
+# from these functions and recompute when it moves.
+_cache: dict[object, object] = {}
+generation = 0
+
+
+def _forget(*, setting: str, **kwargs) -> None:
+    global generation
+    if setting.startswith("REPROQ_"):
+        _cache.clear()
+        generation += 1
+
+
+setting_changed.connect(_forget, dispatch_uid="reproq_django.conf._forget")
 
 
 def queue_databases() -> dict[str, str]:
@@ -28,6 +46,18 @@ def default_db_alias() -> str:
 
 def database_for_queue(queue_name: str) -> str:
     """The database alias holding ``queue_name``'s tasks."""
+    key = ("database_for_queue", queue_name)
+    try:
+        return _cache[key]
+    except KeyError:
+        pass
+    alias = _database_for_queue(queue_name)
+    if len(_cache) < 10_000:  # queue names are few; never grow without bound
+        _cache[key] = alias
+    return alias
+
+
+def _database_for_queue(queue_name: str) -> str:
     mapping = queue_databases()
     if queue_name in mapping:
         return mapping[queue_name]
@@ -47,6 +77,15 @@ def all_queue_aliases() -> list[str]:
 
 
 def result_id_with_alias() -> bool:
+    try:
+        return _cache["result_id_with_alias"]
+    except KeyError:
+        pass
+    _cache["result_id_with_alias"] = value = _result_id_with_alias()
+    return value
+
+
+def _result_id_with_alias() -> bool:
     configured = getattr(settings, "REPROQ_RESULT_ID_WITH_ALIAS", None)
     if configured is None:
         return len(all_queue_aliases()) > 1

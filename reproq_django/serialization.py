@@ -36,6 +36,34 @@ from django.utils import timezone
 
 TYPE_KEY = "__reproq__"
 
+# Values JSON carries as they are: arguments made only of these need no walk (exact types:
+# subclasses such as enums take the general path).
+_PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))
+
+
+def encode_call(args: Sequence[Any], kwargs: dict[str, Any]
+                ) -> tuple[list[Any], Any, list[Any], Any]:
+    """A task call's arguments as stored, and as a result shows them: ``(encoded args,
+    encoded kwargs, decoded args, decoded kwargs)``; the decoded ones are
+    ``decode(encoded, fetch_models=False)``. ``kwargs`` must be a dict the caller owns.
+
+    Plain JSON scalars (the usual case) are their own encoding, so they skip both walks."""
+    plain = _PLAIN_TYPES
+    encoded_args = list(args)
+    for value in encoded_args:
+        if type(value) not in plain:
+            break
+    else:
+        for key, value in kwargs.items():
+            if type(value) not in plain or type(key) is not str or key == TYPE_KEY:
+                break
+        else:
+            return encoded_args, kwargs, encoded_args, kwargs
+    encoded_args = encode(encoded_args)
+    encoded_kwargs = encode(kwargs)
+    return (encoded_args, encoded_kwargs, decode(encoded_args, fetch_models=False),
+            decode(encoded_kwargs, fetch_models=False))
+
 
 def encode(value: Any) -> Any:
     """``value`` as plain JSON data, typed values wrapped in envelopes."""
