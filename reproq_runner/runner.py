@@ -51,7 +51,7 @@ PREFETCH_TASK_SECONDS = 1.0
 # While tasks are fast, each child holds enough queued tasks to stay busy through about this
 # long without the runner (a claim or a completion round trip), at most MAX_CHILD_DEPTH: a task
 # that turns out slow delays the tasks queued behind it by about this much.
-CHILD_QUEUE_SECONDS = 0.025
+CHILD_QUEUE_SECONDS = 0.05
 MAX_CHILD_DEPTH = 64
 STOP_GRACE_FOR_DATABASE_SECONDS = 10.0
 
