@@ -39,12 +39,16 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_FORCED = 1
 
-FLUSH_INTERVAL_SECONDS = 0.005  # outcomes wait at most this long to be stored together
+# Outcomes wait at most MIN_FLUSH_SECONDS to be stored together while tasks are fast; slower
+# ones wait about two average task durations (at most MAX_FLUSH_SECONDS), so a few share one
+# call instead of one call each.
+MIN_FLUSH_SECONDS = 0.005
+MAX_FLUSH_SECONDS = 0.1
 FLUSH_BATCH = 200
 # Below this average duration tasks are fast: children hold a queue of them, and the runner
 # holds many more claimed ahead.
 FAST_TASK_SECONDS = 0.02
-# Below this one the runner still holds one claimed task per child, handed to whichever child
+# Below this one the runner still holds two claimed tasks per child, handed to whichever child
 # frees up first (no claim round trip between two tasks); above it, none: a long task should
 # not wait here while another runner has free children.
 PREFETCH_TASK_SECONDS = 1.0
@@ -297,8 +301,13 @@ class Runner:
 
     def _flush_due(self, now: float) -> bool:
         return (len(self.pending) >= FLUSH_BATCH or self.draining
-                or now - self.pending_since >= FLUSH_INTERVAL_SECONDS
+                or now - self.pending_since >= self._flush_interval()
                 or self.supervisor.running_count() == 0)
+
+    def _flush_interval(self) -> float:
+        if self._fast():
+            return MIN_FLUSH_SECONDS
+        return min(MAX_FLUSH_SECONDS, max(MIN_FLUSH_SECONDS, 2 * self.average_duration))
 
     def _release(self) -> None:
         ok, released = self.db.call(self.engine.release, self.to_release)
@@ -352,12 +361,12 @@ class Runner:
 
     def _prefetch(self) -> int:
         """Tasks to hold beyond free children: many while tasks are short (the claim round
-        trip would idle the children), one per child while they take under a second, none
-        once they are slow (see PREFETCH_TASK_SECONDS)."""
+        trip would idle the children), two per child while they take under a second (claimed
+        a child's worth at a time), none once they are slow (see PREFETCH_TASK_SECONDS)."""
         if self._fast():
             return self.max_prefetch
         if self.average_duration < PREFETCH_TASK_SECONDS:
-            return min(self.max_prefetch, self.config.concurrency)
+            return min(self.max_prefetch, 2 * self.config.concurrency)
         return 0
 
     def _child_depth(self) -> int:
@@ -512,7 +521,7 @@ class Runner:
                 candidates.append(retry)
         if self.pending and not self.recorder.busy:
             # The recorder's wake-up ends the wait while a batch is in flight.
-            candidates.append(max(self.pending_since + FLUSH_INTERVAL_SECONDS - now,
+            candidates.append(max(self.pending_since + self._flush_interval() - now,
                                   self.recorder.seconds_until_retry()))
         if not self.db.healthy and self.to_release:
             candidates.append(self.db.seconds_until_retry())
