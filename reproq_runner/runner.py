@@ -1,9 +1,10 @@
 """The supervising runner: claims due tasks in batches, runs them in child processes, records
 their outcomes in batches, and keeps its leases, registry row and wake-ups alive.
 
-One thread, one event loop over: the children's result pipes, the LISTEN connection, and a
-self-pipe for signals. The claiming path lives in ``engine``, wake-ups in ``notifier``, the
-children in ``supervisor``.
+One event loop over: the children's result pipes, the LISTEN connection, and a self-pipe
+woken by signals and by the recorder thread, which stores outcomes on a connection of its own
+(``recorder``). The claiming path lives in ``engine``, wake-ups in ``notifier``, the children
+in ``supervisor``.
 """
 
 from __future__ import annotations
@@ -510,6 +511,9 @@ class Runner:
             self.recorder.submit(self.pending)
             self.pending = []
             self._take_recorded(self.recorder.wait(timeout))
+        if self.pending:
+            log.error("database unavailable: %d outcome(s) not stored; their leases will "
+                      "expire and the tasks run again", len(self.pending))
 
     def _select_timeout(self) -> float:
         now = time.monotonic()
