@@ -276,7 +276,7 @@ def w_backlog(ctx: Context) -> None:
     scenarios.append((f"{label(s.backlogs[0])}+{label(s.finished_rows)}done", s.backlogs[0],
                       s.finished_rows))
     runner_missing = runnerwork.unavailable()
-    runs = ctx.repeat + (0 if runner_missing else 1)  # drains per scenario
+    runs = ctx.repeat * (1 if runner_missing else 2)  # drains per scenario (SQL, runner)
     for name, backlog, done in scenarios:
         extra = f" and {done:,} SUCCESSFUL rows" if done else ""
         target = (Target(0.8, relative_to=f"backlog.{first}.rate")
@@ -314,8 +314,9 @@ def w_backlog(ctx: Context) -> None:
         sqlwork.preload(conn, wanted - loaded)
         cluster.vacuum(conn)
         if not runner_missing:
-            reg.add(f"backlog.{name}.runner_rate", runnerwork.drain_some(
-                conn, m, None, f"bench-backlog-{name}", ctx.log("backlog")))
+            for repetition in range(ctx.repeat):
+                reg.add(f"backlog.{name}.runner_rate", runnerwork.drain_some(
+                    conn, m, None, f"bench-backlog-{name}-{repetition}", ctx.log("backlog")))
         if ctx.explain and backlog == max(s.backlogs) and not done:
             print(f"\n-- auto_explain of one reproq.claim(100) with {backlog:,} READY rows --")
             print(sqlwork.explain_claim(conn, ctx.server_log), flush=True)
