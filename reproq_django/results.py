@@ -102,36 +102,17 @@ def task_as_stored(task: Task, run: TaskRun | ClaimedTask, backend_alias: str) -
 
 def task_result_from_run(task: Task, run: TaskRun, backend_alias: str,
                          result_id: str) -> ReproqTaskResult:
-    result = ReproqTaskResult(
-        task=task_as_stored(task, run, backend_alias),
-        id=result_id,
-        status=DJANGO_STATUS[run.status],
-        raw_status=run.status,
-        enqueued_at=run.enqueued_at,
-        started_at=run.started_at,
-        last_attempted_at=run.last_attempted_at,
-        finished_at=run.finished_at,
+    return _new_result(
+        task=task_as_stored(task, run, backend_alias), id=result_id,
+        status=DJANGO_STATUS[run.status], raw_status=run.status,
+        enqueued_at=run.enqueued_at, started_at=run.started_at,
+        last_attempted_at=run.last_attempted_at, finished_at=run.finished_at,
         args=serialization.decode(run.spec_json["args"], fetch_models=False),
         kwargs=serialization.decode(run.spec_json["kwargs"], fetch_models=False),
-        backend=backend_alias,
-        errors=[task_error(entry) for entry in run.errors_json],
-        worker_ids=list(run.worker_ids),
-        metadata=dict(run.metadata_json),
+        backend=backend_alias, errors=[task_error(entry) for entry in run.errors_json],
+        worker_ids=list(run.worker_ids), metadata=dict(run.metadata_json),
+        return_value=run.return_json if run.status == "SUCCESSFUL" else None,
     )
-    if run.status == "SUCCESSFUL":
-        object.__setattr__(result, "_return_value", run.return_json)
-    return result
-
-
-# A bulk enqueue builds thousands of results: the frozen dataclass __init__ (one
-# object.__setattr__ per field) is half the cost of building one. When the fields are the ones
-# this module knows (Django 6.0 and 6.1), new results are filled through the slots directly.
-_NEW_RESULT_FIELDS = ("task", "id", "status", "enqueued_at", "started_at", "finished_at",
-                      "last_attempted_at", "args", "kwargs", "backend", "errors", "worker_ids",
-                      "_return_value", "raw_status", "metadata")
-_NEW_RESULT_SETTERS = (
-    tuple(getattr(ReproqTaskResult, name).__set__ for name in _NEW_RESULT_FIELDS)
-    if tuple(f.name for f in fields(ReproqTaskResult)) == _NEW_RESULT_FIELDS else None)
 
 
 def enqueued_task_result(task: Task, result_id: str, enqueued_at, args: list[Any],
@@ -140,27 +121,19 @@ def enqueued_task_result(task: Task, result_id: str, enqueued_at, args: list[Any
     """What :func:`task_result_from_run` returns for a row enqueue has just inserted, without
     reading it back: ``task`` is already as stored (see :func:`task_as_stored`), ``args`` and
     ``kwargs`` are decoded (``serialization.encode_call``)."""
-    metadata = dict(metadata) if metadata else {}
-    if _NEW_RESULT_SETTERS is None:
-        return ReproqTaskResult(
-            task=task, id=result_id, status=TaskResultStatus.READY, raw_status="READY",
-            enqueued_at=enqueued_at, started_at=None, last_attempted_at=None,
-            finished_at=None, args=args, kwargs=kwargs, backend=backend_alias, errors=[],
-            worker_ids=[], metadata=metadata,
-        )
-    result = object.__new__(ReproqTaskResult)
-    for setter, value in zip(_NEW_RESULT_SETTERS, (
-            task, result_id, TaskResultStatus.READY, enqueued_at, None, None, None, args, kwargs,
-            backend_alias, [], [], None, "READY", metadata)):
-        setter(result, value)
-    return result
+    return _new_result(
+        task=task, id=result_id, status=TaskResultStatus.READY, raw_status="READY",
+        enqueued_at=enqueued_at, started_at=None, last_attempted_at=None, finished_at=None,
+        args=args, kwargs=kwargs, backend=backend_alias, errors=[], worker_ids=[],
+        metadata=dict(metadata) if metadata else {}, return_value=None,
+    )
 
 
 def running_task_result(stored_task: Task, claimed: ClaimedTask, backend_alias: str,
                         result_id: str) -> ReproqTaskResult:
     """What :func:`task_result_from_run` returns for a task a runner has just claimed, built
     from the claim itself: ``stored_task`` is the task as stored (:func:`task_as_stored`)."""
-    return ReproqTaskResult(
+    return _new_result(
         task=stored_task, id=result_id, status=TaskResultStatus.RUNNING, raw_status="RUNNING",
         enqueued_at=claimed.enqueued_at, started_at=claimed.started_at,
         last_attempted_at=claimed.last_attempted_at, finished_at=None,
@@ -168,7 +141,33 @@ def running_task_result(stored_task: Task, claimed: ClaimedTask, backend_alias: 
         kwargs=serialization.decode(claimed.kwargs, fetch_models=False),
         backend=backend_alias, errors=[task_error(entry) for entry in claimed.errors_json],
         worker_ids=list(claimed.worker_ids), metadata=dict(claimed.metadata_json),
+        return_value=None,
     )
+
+
+# Enqueue and the runner build a result per task: the frozen dataclass __init__ (one
+# object.__setattr__ per field) is half the cost of building one. When the fields are the ones
+# this module knows (Django 6.0 and 6.1), results are filled through the slots directly.
+_NEW_RESULT_FIELDS = ("task", "id", "status", "enqueued_at", "started_at", "finished_at",
+                  "last_attempted_at", "args", "kwargs", "backend", "errors", "worker_ids",
+                  "_return_value", "raw_status", "metadata")
+_NEW_RESULT_SETTERS = (
+    tuple(getattr(ReproqTaskResult, name).__set__ for name in _NEW_RESULT_FIELDS)
+    if tuple(f.name for f in fields(ReproqTaskResult)) == _NEW_RESULT_FIELDS else None)
+
+
+def _new_result(*, return_value: Any, **values: Any) -> ReproqTaskResult:
+    """A ReproqTaskResult of ``values`` (every init field) and ``return_value``."""
+    if _NEW_RESULT_SETTERS is None:
+        result = ReproqTaskResult(**values)
+        if return_value is not None:
+            object.__setattr__(result, "_return_value", return_value)
+        return result
+    values["_return_value"] = return_value
+    result = object.__new__(ReproqTaskResult)
+    for name, setter in zip(_NEW_RESULT_FIELDS, _NEW_RESULT_SETTERS):
+        setter(result, values[name])
+    return result
 
 
 def task_error(entry: dict[str, Any]) -> TaskError:
