@@ -85,9 +85,6 @@ class DjangoExecutor:
             logger.exception("reproq: executor error on task %s", task.result_id)
             return failed(exc, retry=True)
 
-    def database_for(self, task: ClaimedTask) -> str:
-        return self.route(task.queue_name)[0]
-
     def route(self, queue_name: str) -> tuple[str, bool]:
         """The alias holding ``queue_name`` and whether public result ids name it."""
         route = self._routes.get(queue_name)
