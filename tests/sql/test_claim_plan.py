@@ -5,10 +5,9 @@ to this client, with actual rows and buffers, so we can read the real plans PL/p
 custom and generic ones alike. Buffer counts are deterministic, unlike timings.
 """
 
-import json
 
 from reproq_runner import queries
-from tests.sql.helpers import T0
+from tests.sql.helpers import T0, task_runs_scans
 
 BACKLOG = 20_000
 
@@ -29,38 +28,21 @@ def fill(cur):
     cur.execute("analyze reproq.task_runs")
 
 
-def plan_nodes(plan):
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from plan_nodes(child)
-
-
-def claim_plans(conn, calls):
-    notices = []
-    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
-    with conn.cursor() as cur:
-        cur.execute("load 'auto_explain'")
-        for setting, value in (("log_min_duration", "0"), ("log_nested_statements", "on"),
-                               ("log_analyze", "on"), ("log_buffers", "on"),
-                               ("log_format", "json"), ("log_level", "notice")):
-            cur.execute(f"set auto_explain.{setting} = {value}")
-        claimed = []
-        for _ in range(calls):
-            claimed += queries.claim(cur, "w", ["default"], 5, now=T0)
-        cur.execute("set auto_explain.log_min_duration = -1")
-    plans = [json.loads(n.split("plan:", 1)[1])["Plan"] for n in notices if "plan:" in n]
-    return claimed, plans
+def claim_batches(cur, calls):
+    claimed = []
+    for _ in range(calls):
+        claimed += queries.claim(cur, "w", ["default"], 5, now=T0)
+    return claimed
 
 
 def test_claim_uses_the_claim_index_and_reads_a_few_pages(conn, cur):
     fill(cur)
     cur.execute("show enable_seqscan")
     assert cur.fetchone()[0] == "on"
-    claimed, plans = claim_plans(conn, calls=8)  # past PL/pgSQL's switch to generic plans
+    # 8 calls: past PL/pgSQL's switch to generic plans.
+    claimed, scans = task_runs_scans(conn, lambda c: claim_batches(c, calls=8))
     assert len(claimed) == 40 and {t.priority for t in claimed} == {0}
 
-    scans = [node for plan in plans for node in plan_nodes(plan)
-             if node.get("Relation Name") == "task_runs"]
     assert scans and not [n for n in scans if n["Node Type"] == "Seq Scan"]
     claim_scans = [n for n in scans if n.get("Index Name") == "task_runs_claim_idx"]
     assert claim_scans

@@ -5,35 +5,10 @@ one it keeps: made while the table was empty, it must still read task_runs by in
 table is full. auto_explain (log_level = notice) shows the plans PL/pgSQL really used.
 """
 
-import json
 import uuid
 
 from reproq_runner import queries
-from tests.sql.helpers import T0, enqueue
-
-
-def plan_nodes(plan):
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from plan_nodes(child)
-
-
-def explained(conn, call):
-    """Run ``call(cur)`` and return the plan nodes that read reproq.task_runs."""
-    notices = []
-    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
-    with conn.cursor() as cur:
-        cur.execute("load 'auto_explain'")
-        for setting, value in (("log_min_duration", "0"), ("log_nested_statements", "on"),
-                               ("log_analyze", "on"), ("log_format", "json"),
-                               ("log_level", "notice")):
-            cur.execute(f"set auto_explain.{setting} = {value}")
-        result = call(cur)
-        cur.execute("set auto_explain.log_min_duration = -1")
-    plans = [json.loads(n.split("plan:", 1)[1])["Plan"] for n in notices if "plan:" in n]
-    nodes = [node for plan in plans for node in plan_nodes(plan)
-             if node.get("Relation Name") == "task_runs"]
-    return result, nodes
+from tests.sql.helpers import T0, enqueue, task_runs_scans
 
 
 def fill_running(cur, n):
@@ -59,12 +34,12 @@ def test_plans_made_on_an_empty_table_still_use_indexes_on_a_full_one(conn, cur)
     for i in range(200):
         enqueue(cur, [i])
 
-    claimed, nodes = explained(conn, lambda c: queries.claim(c, "w", ["default"], 5, now=T0))
+    claimed, nodes = task_runs_scans(conn, lambda c: queries.claim(c, "w", ["default"], 5, now=T0))
     assert len(claimed) == 5
     assert nodes and not [n for n in nodes if n["Node Type"] == "Seq Scan"], nodes
 
     outcomes = [(t.result_id, t.lease_token, "1") for t in claimed]
-    done, nodes = explained(conn, lambda c: queries.complete_many(c, outcomes))
+    done, nodes = task_runs_scans(conn, lambda c: queries.complete_many(c, outcomes))
     assert done == {t.result_id for t in claimed}
     assert nodes and not [n for n in nodes if n["Node Type"] == "Seq Scan"], nodes
     # One primary-key lookup per id, not a walk over the 20 000 RUNNING rows.
