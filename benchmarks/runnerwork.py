@@ -61,6 +61,20 @@ def _fail(process: subprocess.Popen, what: str, log: Path | None) -> RuntimeErro
     return RuntimeError(f"{what} (exit {process.returncode}): {tail.strip()}")
 
 
+def _wait_for_exit(process: subprocess.Popen, timeout: float, what: str,
+                   log: Path | None) -> None:
+    """Wait for a ``--burst`` runner to exit; kill it after ``timeout``; a non-zero exit
+    fails with the tail of its log."""
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"runner did not {what} within {timeout} s") from None
+    if process.returncode != 0:
+        raise _fail(process, f"runner failed to {what}", log)
+
+
 def stop_worker(process: subprocess.Popen, timeout: float = 30) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -118,16 +132,9 @@ def drain(conn: psycopg.Connection, n: int, concurrency: int | None, task_path: 
     sqlwork.preload(conn, n, task_path)
     cluster.vacuum(conn)
     started = time.perf_counter()
-    process = start_worker(concurrency, "--burst", log=log)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise RuntimeError(f"runner did not drain {n} tasks within {timeout} s")
+    _wait_for_exit(start_worker(concurrency, "--burst", log=log), timeout,
+                   f"drain {n} tasks", log)
     wall = time.perf_counter() - started
-    if process.returncode != 0:
-        raise _fail(process, "runner --burst failed", log)
     verify_exactly_once(conn, n)
     span = busy_span(conn)
     return DrainResult(n / span, n / wall, span)
@@ -236,16 +243,8 @@ def drain_some(conn: psycopg.Connection, n: int, concurrency: int | None, worker
                log: Path | None = None, timeout: float = 900) -> float:
     """Run ``n`` of the waiting tasks through one runner (``--burst --max-tasks n``) while the
     rest of the backlog stays READY; tasks/s from its first claim to its last completion."""
-    process = start_worker(concurrency, "--burst", "--max-tasks", str(n), "--worker-id",
-                           worker_id, log=log)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise RuntimeError(f"runner did not finish {n} tasks within {timeout} s")
-    if process.returncode != 0:
-        raise _fail(process, "runner --max-tasks failed", log)
+    _wait_for_exit(start_worker(concurrency, "--burst", "--max-tasks", str(n), "--worker-id",
+                                worker_id, log=log), timeout, f"finish {n} tasks", log)
     done, span = conn.execute(
         "select count(*) filter (where status = 'SUCCESSFUL'),"
         " extract(epoch from max(finished_at) - min(started_at))"
