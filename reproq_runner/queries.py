@@ -8,6 +8,7 @@ a reproq SQLSTATE come out as the named exceptions of ``reproq_runner.errors``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import uuid
@@ -111,6 +112,7 @@ class AppliedMigration:
 _JSON_FIELDS = {"spec_json", "return_json", "errors_json", "metadata_json"}
 
 
+@functools.cache
 def _field_names(cls: type) -> tuple[str, ...]:
     """The fields of a row type (a dataclass or a named tuple), in order."""
     names = getattr(cls, "_fields", None)
@@ -158,14 +160,19 @@ def _loads(value: str | None) -> Any:
 
 
 def _rows(cursor, cls: type[T]) -> list[T]:
-    names = [column[0] for column in cursor.description]
-    json_names = _JSON_FIELDS.intersection(names)
+    """The rows of a select list naming ``cls``'s fields in order (see :func:`_select_list`),
+    built positionally (the runner's claim path builds one per task), jsonb text decoded."""
+    names = tuple(column[0] for column in cursor.description)
+    if names != _field_names(cls):
+        raise AssertionError(f"columns {names} are not the fields of {cls.__name__}")
+    json_positions = [index for index, name in enumerate(names) if name in _JSON_FIELDS]
     rows = []
     for values in cursor.fetchall():
-        record = dict(zip(names, values))
-        for name in json_names:
-            record[name] = _loads(record[name])
-        rows.append(cls(**record))
+        if json_positions:
+            values = list(values)
+            for index in json_positions:
+                values[index] = _loads(values[index])
+        rows.append(cls(*values))
     return rows
 
 
@@ -254,7 +261,7 @@ def enqueue_one(cursor, task_path: str, args: Sequence[Any] = (),
     _execute(cursor, "select position, result_id, created, enqueued_at"
                      f" from reproq.enqueue_one({_ONE_TASK_ARGUMENTS})",
              _one_task_params(task_path, args, kwargs, **options))
-    return Enqueued(*cursor.fetchone())  # the columns in Enqueued's order
+    return _rows(cursor, Enqueued)[0]
 
 
 def enqueue_many(cursor, items: Iterable[dict[str, Any]], *, dedup: bool = True,
@@ -266,7 +273,7 @@ def enqueue_many(cursor, items: Iterable[dict[str, Any]], *, dedup: bool = True,
         " from reproq.enqueue_many(%s::jsonb, p_dedup => %s, p_now => %s)",
         (dumps_json(list(items)), dedup, now),
     )
-    return [Enqueued(*row) for row in cursor.fetchall()]  # the columns in Enqueued's order
+    return _rows(cursor, Enqueued)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,19 +285,7 @@ def claim(cursor, worker_id: str, queues: Sequence[str], limit: int = 1,
     """reproq.claim: lease up to ``limit`` due tasks to ``worker_id``."""
     _execute(cursor, f"select {_CLAIMED_TASK_COLUMNS} from reproq.claim(%s, %s, %s, %s, %s)",
              (worker_id, list(queues), limit, lease_seconds, now))
-    return [_claimed_task(values) for values in cursor.fetchall()]
-
-
-# The runner's hot path: columns come in ClaimedTask's field order, so no per-row dict.
-_CLAIMED_JSON_POSITIONS = tuple(index for index, name in enumerate(ClaimedTask._fields)
-                                if name in _JSON_FIELDS)
-
-
-def _claimed_task(values: Sequence[Any]) -> ClaimedTask:
-    values = list(values)
-    for index in _CLAIMED_JSON_POSITIONS:
-        values[index] = _loads(values[index])
-    return ClaimedTask(*values)
+    return _rows(cursor, ClaimedTask)
 
 
 def heartbeat(cursor, worker_id: str, lease_seconds: int = 60,
