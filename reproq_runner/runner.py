@@ -30,6 +30,7 @@ from reproq_runner.metrics import (AccessPolicy, Health, MetricsServer, NullMetr
                                    RunnerMetrics)
 from reproq_runner.notifier import ListenNotifier, PollingNotifier
 from reproq_runner.outcome import Executor, Outcome
+from reproq_runner.pace import FLUSH_BATCH, Pace
 from reproq_runner.queries import ClaimedTask
 from reproq_runner.recorder import Recorder
 from reproq_runner.supervisor import STOPPED, TIMED_OUT, Child, Finished, Supervisor
@@ -40,24 +41,6 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_FORCED = 1
 
-# Outcomes wait at most MIN_FLUSH_SECONDS to be stored together while tasks are fast; slower
-# ones wait about two average task durations (at most MAX_FLUSH_SECONDS), so a few share one
-# call instead of one call each.
-MIN_FLUSH_SECONDS = 0.005
-MAX_FLUSH_SECONDS = 0.1
-FLUSH_BATCH = 200
-# Below this average duration tasks are fast: children hold a queue of them, and the runner
-# holds many more claimed ahead.
-FAST_TASK_SECONDS = 0.02
-# Below this one the runner still holds two claimed tasks per child, handed to whichever child
-# frees up first (no claim round trip between two tasks); above it, none: a long task should
-# not wait here while another runner has free children.
-PREFETCH_TASK_SECONDS = 1.0
-# While tasks are fast, each child holds enough queued tasks to stay busy through about this
-# long without the runner (a claim or a completion round trip), at most MAX_CHILD_DEPTH: a task
-# that turns out slow delays the tasks queued behind it by about this much.
-CHILD_QUEUE_SECONDS = 0.05
-MAX_CHILD_DEPTH = 64
 STOP_GRACE_FOR_DATABASE_SECONDS = 10.0
 
 
@@ -88,7 +71,7 @@ class RunnerConfig:
     worker_id: str | None = None
     poll_interval: float = 1.0
     heartbeat_interval: float = 1.0
-    prefetch: int | None = None  # tasks claimed ahead of free children; default: concurrency
+    prefetch: int | None = None  # most tasks claimed ahead (pace.Pace); default 2 × concurrency, ≥ 64
     start_method: str = "forkserver"
     preload: Sequence[str] = field(default_factory=tuple)
 
@@ -99,9 +82,7 @@ class Runner:
         self.worker_id = config.worker_id or default_worker_id()
         self.queues = tuple(config.queues)
         self.engine = Engine(self.worker_id, self.queues, config.lease_seconds)
-        self.max_prefetch = (max(2 * config.concurrency, 64) if config.prefetch is None
-                             else config.prefetch)
-        self.average_duration = 1.0  # assume slow tasks until some have finished
+        self.pace = Pace(config.concurrency, config.prefetch)
         self.selector = selectors.DefaultSelector()
         self.db = Database(config.dsn, prepare=config.listen)
         self.notifier = (ListenNotifier(config.dsn, self.queues) if config.listen
@@ -242,7 +223,7 @@ class Runner:
                 self.pending_since = time.monotonic()
             self.pending.append((task, record.outcome))
             self.metrics.observe_duration(task.queue_name, task.task_path, record.duration)
-            self.average_duration += 0.1 * (record.duration - self.average_duration)
+            self.pace.observe(record.duration)
             if record.kind == TIMED_OUT:
                 self.metrics.count("timed_out", task.queue_name, task.task_path)
 
@@ -302,13 +283,8 @@ class Runner:
 
     def _flush_due(self, now: float) -> bool:
         return (len(self.pending) >= FLUSH_BATCH or self.draining
-                or now - self.pending_since >= self._flush_interval()
+                or now - self.pending_since >= self.pace.flush_interval()
                 or self.supervisor.running_count() == 0)
-
-    def _flush_interval(self) -> float:
-        if self._fast():
-            return MIN_FLUSH_SECONDS
-        return min(MAX_FLUSH_SECONDS, max(MIN_FLUSH_SECONDS, 2 * self.average_duration))
 
     def _release(self) -> None:
         ok, released = self.db.call(self.engine.release, self.to_release)
@@ -341,8 +317,8 @@ class Runner:
             self.may_have_work = True
         if not self.may_have_work:
             return
-        prefetch = self._prefetch()
-        capacity = self.config.concurrency * self._child_depth() + prefetch
+        prefetch = self.pace.prefetch()
+        capacity = self.config.concurrency * self.pace.child_depth() + prefetch
         in_hand = len(self.buffer) + sum(len(c.assigned) for c in self.supervisor.children)
         free = capacity - in_hand
         if self.config.max_tasks is not None:
@@ -359,25 +335,6 @@ class Runner:
         self.buffer.extend(self._assignments(tasks))
         for task in tasks:
             self.metrics.count("claimed", task.queue_name, task.task_path)
-
-    def _prefetch(self) -> int:
-        """Tasks to hold beyond free children: many while tasks are short (the claim round
-        trip would idle the children), two per child while they take under a second (claimed
-        a child's worth at a time), none once they are slow (see PREFETCH_TASK_SECONDS)."""
-        if self._fast():
-            return self.max_prefetch
-        if self.average_duration < PREFETCH_TASK_SECONDS:
-            return min(self.max_prefetch, 2 * self.config.concurrency)
-        return 0
-
-    def _child_depth(self) -> int:
-        if not self._fast():
-            return 1
-        per_window = CHILD_QUEUE_SECONDS / max(self.average_duration, 1e-6)
-        return max(1, min(MAX_CHILD_DEPTH, int(per_window)))
-
-    def _fast(self) -> bool:
-        return self.average_duration < FAST_TASK_SECONDS
 
     def _assignments(self, tasks: list[ClaimedTask]) -> list[Assignment]:
         if self.config.logs_dir is None or not tasks:
@@ -397,7 +354,7 @@ class Runner:
         """Spread the buffer over children with room, each getting its share in one frame."""
         if not self.buffer:
             return
-        depth = self._child_depth()
+        depth = self.pace.child_depth()
         children = self.supervisor.children_with_room(depth)
         for index, child in enumerate(children):
             if not self.buffer:
@@ -525,7 +482,7 @@ class Runner:
                 candidates.append(retry)
         if self.pending and not self.recorder.busy:
             # The recorder's wake-up ends the wait while a batch is in flight.
-            candidates.append(max(self.pending_since + self._flush_interval() - now,
+            candidates.append(max(self.pending_since + self.pace.flush_interval() - now,
                                   self.recorder.seconds_until_retry()))
         if not self.db.healthy and self.to_release:
             candidates.append(self.db.seconds_until_retry())

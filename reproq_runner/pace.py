@@ -1,0 +1,72 @@
+"""How far ahead a runner works, from the average task duration it measures.
+
+Fast tasks (under ``FAST_TASK_SECONDS``) would leave children idle through every database round
+trip, so children hold a queue of them and the runner claims many ahead. Tasks under a second
+are claimed in batches worth about ``CLAIM_AHEAD_SECONDS`` per child. Slow ones are claimed
+only for idle children, so a long task never waits in one runner while another is idle.
+Outcomes are stored together so that every call to PostgreSQL carries several: each has a fixed
+cost, in the runner and on the server, that one task should not carry alone.
+"""
+
+from __future__ import annotations
+
+# Below this average duration tasks are fast: children hold a queue of them, and the runner
+# holds many more claimed ahead.
+FAST_TASK_SECONDS = 0.02
+# While tasks are fast, each child holds enough queued tasks to stay busy through about this
+# long without the runner (a claim or a completion round trip), at most MAX_CHILD_DEPTH: a task
+# that turns out slow delays the tasks queued behind it by about this much.
+CHILD_QUEUE_SECONDS = 0.05
+MAX_CHILD_DEPTH = 64
+# Below this one the runner still holds claimed tasks, handed to whichever child frees up first
+# (no claim round trip between two tasks): about CLAIM_AHEAD_SECONDS of work per child and at
+# least two tasks, claimed about half of that at a time. Above it, none.
+PREFETCH_TASK_SECONDS = 1.0
+CLAIM_AHEAD_SECONDS = 0.2
+# Outcomes wait at most MIN_FLUSH_SECONDS while tasks are fast; slower ones wait until about
+# FLUSH_SHARE of them can share one call, at most MAX_FLUSH_SECONDS.
+MIN_FLUSH_SECONDS = 0.005
+MAX_FLUSH_SECONDS = 0.1
+FLUSH_SHARE = 10
+# At most this many outcomes in one call.
+FLUSH_BATCH = 200
+# Weight of the newest duration in the moving average.
+SMOOTHING = 0.1
+
+
+class Pace:
+    """The moving average of task durations, and what the runner does with it."""
+
+    def __init__(self, concurrency: int, prefetch: int | None = None) -> None:
+        self.concurrency = concurrency
+        self.max_prefetch = max(2 * concurrency, 64) if prefetch is None else prefetch
+        self.average_duration = 1.0  # assume slow tasks until some have finished
+
+    def observe(self, duration: float) -> None:
+        self.average_duration += SMOOTHING * (duration - self.average_duration)
+
+    def fast(self) -> bool:
+        return self.average_duration < FAST_TASK_SECONDS
+
+    def child_depth(self) -> int:
+        """Tasks a child holds at once: the one it runs and those queued behind it."""
+        if not self.fast():
+            return 1
+        per_window = CHILD_QUEUE_SECONDS / max(self.average_duration, 1e-6)
+        return max(1, min(MAX_CHILD_DEPTH, int(per_window)))
+
+    def prefetch(self) -> int:
+        """Claimed tasks to hold beyond what the children hold."""
+        if self.fast():
+            return self.max_prefetch
+        if self.average_duration < PREFETCH_TASK_SECONDS:
+            per_child = max(2, int(CLAIM_AHEAD_SECONDS / self.average_duration))
+            return min(self.max_prefetch, per_child * self.concurrency)
+        return 0
+
+    def flush_interval(self) -> float:
+        """How long a finished task's outcome may wait to be stored with others."""
+        if self.fast():
+            return MIN_FLUSH_SECONDS
+        share = FLUSH_SHARE * self.average_duration / self.concurrency
+        return min(MAX_FLUSH_SECONDS, max(MIN_FLUSH_SECONDS, share))
