@@ -120,6 +120,18 @@ def claim_latency_ms(conn: psycopg.Connection, calls: int, limit: int) -> float:
     return percentile(samples, 50)
 
 
+# Two index probes (the claim index holds READY rows, the lease index RUNNING ones): cheap
+# enough to ask every few milliseconds while a runner works, unlike counting every row.
+ANY_UNFINISHED = """
+select exists (select from reproq.task_runs where status = 'READY')
+    or exists (select from reproq.task_runs where status = 'RUNNING')
+"""
+
+
+def any_unfinished(conn: psycopg.Connection) -> bool:
+    return conn.execute(ANY_UNFINISHED).fetchone()[0]
+
+
 def counts(conn: psycopg.Connection) -> dict[str, int]:
     with conn.cursor() as cur:
         return queries.status_counts(cur)
