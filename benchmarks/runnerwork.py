@@ -103,7 +103,7 @@ def wait_until_finished(conn: psycopg.Connection, expected: int, timeout: float,
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {expected} finished tasks: "
                                f"{counts or sqlwork.counts(conn)}")
-        time.sleep(0.02)
+        time.sleep(0.05)
 
 
 def verify_exactly_once(conn: psycopg.Connection, expected: int) -> None:
