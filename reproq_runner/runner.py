@@ -71,7 +71,8 @@ class RunnerConfig:
     worker_id: str | None = None
     poll_interval: float = 1.0
     heartbeat_interval: float = 1.0
-    prefetch: int | None = None  # most tasks claimed ahead (pace.Pace); default 2 × concurrency, ≥ 64
+    # Most tasks claimed ahead of the children (pace.Pace); default 2 × concurrency, at least 64.
+    prefetch: int | None = None
     start_method: str = "forkserver"
     preload: Sequence[str] = field(default_factory=tuple)
 
