@@ -23,8 +23,9 @@ MAX_CHILD_DEPTH = 64
 # least two tasks, claimed about half of that at a time. Above it, none.
 PREFETCH_TASK_SECONDS = 1.0
 CLAIM_AHEAD_SECONDS = 0.2
-# Outcomes wait at most MIN_FLUSH_SECONDS while tasks are fast; slower ones wait until about
-# FLUSH_SHARE of them can share one call, at most MAX_FLUSH_SECONDS.
+# Outcomes wait at most MIN_FLUSH_SECONDS while tasks are fast. Slower ones wait about two
+# average durations, and with few children long enough for about FLUSH_SHARE of them to share
+# one call, at most MAX_FLUSH_SECONDS.
 MIN_FLUSH_SECONDS = 0.005
 MAX_FLUSH_SECONDS = 0.1
 FLUSH_SHARE = 10
@@ -69,4 +70,5 @@ class Pace:
         if self.fast():
             return MIN_FLUSH_SECONDS
         share = FLUSH_SHARE * self.average_duration / self.concurrency
-        return min(MAX_FLUSH_SECONDS, max(MIN_FLUSH_SECONDS, share))
+        wait = max(2 * self.average_duration, share)
+        return min(MAX_FLUSH_SECONDS, max(MIN_FLUSH_SECONDS, wait))
