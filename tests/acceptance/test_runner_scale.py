@@ -34,6 +34,28 @@ def test_two_runners_run_each_of_2000_tasks_exactly_once(cur, start_runner):
 
 
 @pytest.mark.slow
+def test_tasks_whose_durations_cross_the_pacing_thresholds_each_run_once(cur, start_runner):
+    """Fast tasks, then a stretch of 30 ms ones (the runners' average crosses 20 ms: children
+    holding deep queues drop to one task each, claims and flushes change pace), then fast ones
+    again: every task still runs exactly once and its outcome is stored."""
+    def items(name, args_list):
+        return [queries.task_item(task_path(name), args, dedup=False) for args in args_list]
+
+    batches = [items("echo", [[i] for i in range(300)]),
+               items("sleep", [[0.03, None]] * 80),
+               items("echo", [[i] for i in range(300, 600)])]
+    ids = [row.result_id for batch in batches for row in queries.enqueue_many(cur, batch)]
+    first = start_runner("--burst", "--concurrency", "3")
+    second = start_runner("--burst", "--concurrency", "3")
+    assert first.wait(240) == 0, first.log()
+    assert second.wait(240) == 0, second.log()
+    assert all_successful_once(cur, ids) == (len(ids), len(ids))
+    runs = queries.get_task_runs(cur, ids)
+    assert [r.return_json for r in runs[:300] + runs[380:]] == list(range(600))
+    assert all(r.return_json == {"slept": 0.03} for r in runs[300:380])
+
+
+@pytest.mark.slow
 def test_runner_survives_a_postgresql_restart(dsn, connect, start_runner):
     with connect().cursor() as cur:
         before = enqueue_noops(cur, 50)
