@@ -78,8 +78,8 @@ class Engine:
     def _record_failure(self, cursor, task: ClaimedTask, outcome: Failed,
                         recorded: Recorded) -> None:
         try:
-            status = queries.fail(cursor, task.result_id, task.lease_token, outcome.error,
-                                  retry=outcome.retry)
+            status = queries.fail(cursor, task.result_id, task.lease_token,
+                                  queries.without_nul(outcome.error), retry=outcome.retry)
         except (LeaseLost, TaskNotFound):
             self._note_lease_lost(task, recorded)
             return

@@ -49,6 +49,10 @@ class InvalidState(ReproqError):
     sqlstate = "RQ006"
 
 
+class UnstorableOutcome(ReproqError):
+    """The database refused a task's outcome; the attempt is recorded as failed with this."""
+
+
 class SchemaError(ReproqError):
     """The database schema is missing, older than this code, or was edited."""
 

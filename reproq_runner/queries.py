@@ -148,6 +148,19 @@ def dumps_json(value: Any) -> str:
     return text
 
 
+def without_nul(value: Any) -> Any:
+    """``value`` with every NUL character in its strings (keys too) written as ``\\x00``:
+    for diagnostics (error messages, tracebacks), which must be stored whatever they contain;
+    task data is refused instead (:func:`dumps_json`)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\x00") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_nul(v) for v in value]
+    return value
+
+
 # Most rows carry empty metadata and errors: no parser needed for those.
 _EMPTY_JSON: dict[str, Callable[[], Any]] = {"{}": dict, "[]": list, "null": lambda: None}
 

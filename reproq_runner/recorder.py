@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from reproq_runner.database import Database
 from reproq_runner.engine import Engine, Recorded
-from reproq_runner.errors import ReproqError
+from reproq_runner.errors import ReproqError, UnstorableOutcome
 from reproq_runner.outcome import Failed, Outcome, Succeeded
 from reproq_runner.queries import ClaimedTask
 
@@ -105,25 +105,54 @@ class Recorder:
         returned unstored, in order."""
         result = BatchResult()
         successes = [(t, o) for t, o in outcomes if isinstance(o, Succeeded)]
-        failures = [(t, o) for t, o in outcomes if isinstance(o, Failed)]
-        if successes and not self._store(successes, result):
-            result.unstored.extend(successes)
-        for item in failures:
-            if result.unstored or not self._store([item], result):
-                result.unstored.append(item)
+        groups = [successes] if successes else []
+        groups += [[(t, o)] for t, o in outcomes if isinstance(o, Failed)]
+        for group in groups:
+            if result.unstored:
+                result.unstored.extend(group)
+            else:
+                result.unstored.extend(self._store(group, result))
         return result
 
-    def _store(self, outcomes: Outcomes, result: BatchResult) -> bool:
+    def _store(self, outcomes: Outcomes, result: BatchResult) -> Outcomes:
+        """Store ``outcomes``; returns those left unstored because the connection failed."""
         try:
             ok, recorded = self.db.call(self.engine.record, outcomes)
-        except ReproqError as exc:
-            log.error("could not record outcome of task(s) %s: %s",
-                      [t.result_id for t, _ in outcomes], exc)
-            return True
-        except Exception:  # noqa: BLE001 - the thread must outlive a bug; the lease expires
-            log.exception("could not record outcome of task(s) %s",
-                          [t.result_id for t, _ in outcomes])
-            return True
-        if ok:
-            result.recorded.append(recorded)
-        return ok
+        except Exception as exc:  # noqa: BLE001 - not the connection: the data, or a bug
+            return self._store_refused(outcomes, exc, result)
+        if not ok:
+            return list(outcomes)
+        result.recorded.append(recorded)
+        return []
+
+    def _store_refused(self, outcomes: Outcomes, exc: Exception,
+                       result: BatchResult) -> Outcomes:
+        """The database refused ``outcomes``: store them one by one, and one it still refuses
+        as a failure that says so. A task must not stay leased without an outcome: the
+        runner's heartbeat would keep its lease alive for as long as the runner runs."""
+        if len(outcomes) > 1:
+            unstored: Outcomes = []
+            for item in outcomes:
+                unstored.extend([item] if unstored else self._store([item], result))
+            return unstored
+        [(task, outcome)] = outcomes
+        log.error("could not record the outcome of task %s: %s", task.result_id, exc,
+                  exc_info=not isinstance(exc, ReproqError))
+        if isinstance(outcome, Failed) and outcome.error.get(
+                "exception_class_path") == _UNSTORABLE_PATH:
+            return []  # even that was refused: logged above; the lease outlives this runner
+        return self._store([(task, unstorable(exc))], result)
+
+
+_UNSTORABLE_PATH = f"{UnstorableOutcome.__module__}.{UnstorableOutcome.__qualname__}"
+
+
+def unstorable(exc: Exception) -> Failed:
+    """The failure recorded for an attempt whose own outcome the database refused; the task
+    ran, so it is not retried (as for a return value JSON cannot store)."""
+    return Failed({
+        "exception_class_path": _UNSTORABLE_PATH,
+        "message": f"the attempt's outcome could not be stored: {type(exc).__name__}: "
+                   f"{exc}"[:2000],
+        "traceback": "",
+    }, retry=False)

@@ -54,3 +54,31 @@ def test_outcomes_come_back_unstored_when_the_database_is_unreachable(dsn, cur):
     finally:
         recorder.close()
     assert queries.get_task_run(cur, task.result_id).status == "RUNNING"
+
+
+def test_an_outcome_the_database_refuses_costs_no_other_its_own(dsn, cur):
+    """A refused outcome is recorded as a failure that says so (never silently dropped: the
+    heartbeat would keep its lease alive), and the rest of its batch is stored."""
+    engine = Engine("recorder-test", ("default",), 60)
+    ids = [enqueue(cur, "echo", [n]) for n in range(4)]
+    claimed = engine.claim(cur, 4)
+    recorder, _ = _recorder(dsn, engine)
+    try:
+        recorder.submit([
+            (claimed[0], Succeeded("1")),
+            (claimed[1], Succeeded("{not json")),
+            (claimed[2], Succeeded("3")),
+            (claimed[3], Failed({"exception_class_path": "x.Boom", "message": "a\x00b",
+                                 "traceback": "line\x00"}, retry=False)),
+        ])
+        [batch] = recorder.wait(timeout=30)
+    finally:
+        recorder.close()
+    assert batch.unstored == []
+    runs = [queries.get_task_run(cur, i) for i in ids]
+    assert [r.status for r in runs] == ["SUCCESSFUL", "FAILED", "SUCCESSFUL", "FAILED"]
+    [refused] = runs[1].errors_json
+    assert refused["exception_class_path"] == "reproq_runner.errors.UnstorableOutcome"
+    assert "could not be stored" in refused["message"]
+    [nul] = runs[3].errors_json
+    assert (nul["message"], nul["traceback"]) == ("a\\x00b", "line\\x00")
