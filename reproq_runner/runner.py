@@ -362,7 +362,9 @@ class Runner:
                 break
             share = -(-len(self.buffer) // (len(children) - index))
             count = min(share, depth - len(child.assigned))
-            self.supervisor.assign(child, [self.buffer.popleft() for _ in range(count)])
+            batch = [self.buffer.popleft() for _ in range(count)]
+            sent = self.supervisor.assign(child, batch)
+            self.buffer.extendleft(reversed(batch[sent:]))  # its pipe is full: keep them
 
     # -- stopping ---------------------------------------------------------------------------
 
@@ -390,13 +392,21 @@ class Runner:
                 self._drain_wakeup_pipe()
 
     def _maybe_start_draining(self) -> None:
-        if self.draining:
-            return
-        if self.signals:
-            self._start_draining("signal received", self.config.shutdown_timeout)
+        if self.signals and self.stop_deadline is None:
+            # Also while already draining for --burst or --max-tasks: the signal still bounds
+            # the wait for running tasks and hands back those not started.
+            if self.draining:
+                log.info("signal received while stopping: running tasks get %s s",
+                         self.config.shutdown_timeout)
+                self.stop_deadline = time.monotonic() + self.config.shutdown_timeout
+            else:
+                self._start_draining("signal received", self.config.shutdown_timeout)
             self.to_release.extend(a.task for a in self.buffer)  # never started: no attempt
             self.buffer.clear()
-        elif self.config.max_tasks is not None and self.claimed_total >= self.config.max_tasks:
+            return
+        if self.draining:
+            return
+        if self.config.max_tasks is not None and self.claimed_total >= self.config.max_tasks:
             self._start_draining("--max-tasks reached", None)
         elif self.config.burst and self._idle() and not self.may_have_work:
             self._start_draining("--burst: nothing left that is due", None)
@@ -454,6 +464,7 @@ class Runner:
             for key, _ in self.selector.select(0.1):
                 if isinstance(key.data, Child):
                     self._collect(self.supervisor.on_readable(key.data))
+        self.to_release.extend(self.supervisor.take_orphans())  # queued in killed children
         self.to_release.extend(a.task for a in self.buffer)
         self.buffer.clear()
         self.draining = True

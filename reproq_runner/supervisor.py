@@ -7,6 +7,7 @@ back :class:`Finished` records (outcome of a task, or the failure the supervisor
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import multiprocessing
 import os
@@ -21,7 +22,7 @@ from reproq_runner import child as child_module
 from reproq_runner.child import Assignment, Done, Ready, SetupFailed
 from reproq_runner.outcome import Executor, Failed, Outcome
 from reproq_runner.queries import ClaimedTask
-from reproq_runner.wire import FrameReader, write_frame
+from reproq_runner.wire import FrameReader, encode, write_bytes
 
 log = logging.getLogger("reproq.runner")
 
@@ -31,6 +32,13 @@ CANCELLED = "cancelled"
 CRASHED = "crashed"
 STOPPED = "stopped"  # shutdown: the task is handed back, not failed
 COMPLETED = "completed"
+
+# A task pipe is asked to hold this much (Linux: F_SETPIPE_SZ, at most
+# /proc/sys/fs/pipe-max-size); what it gets, less a page, bounds the bytes queued for a busy
+# child, so writing to a child that is running a task never waits for it to read. A pipe
+# holds whole pages and a write may start a new one: frames are counted in pages.
+TASK_PIPE_BYTES = 1 << 20
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class ChildSetupError(RuntimeError):
@@ -59,6 +67,10 @@ class Child:
     started: float = 0.0
     kill_kind: str | None = None
     exited: bool = False
+    # Bytes of the frames that carried ``assigned`` (each task's share), and their sum.
+    frame_bytes: deque[int] = field(default_factory=deque)
+    queued_bytes: int = 0
+    pipe_room: int = 65536 - PAGE
 
     @property
     def pid(self) -> int:
@@ -104,7 +116,7 @@ class Supervisor:
         task_write.close()
         result_read.close()
         os.set_blocking(result_fd, False)
-        child = Child(process, task_fd, FrameReader(result_fd))
+        child = Child(process, task_fd, FrameReader(result_fd), pipe_room=_enlarge(task_fd))
         self.children.append(child)
         self.selector.register(result_fd, selectors.EVENT_READ, child)
         return child
@@ -146,17 +158,38 @@ class Supervisor:
     def starting_count(self) -> int:
         return sum(1 for c in self.children if not c.ready and not c.exited)
 
-    def assign(self, child: Child, assignments: Sequence[Assignment]) -> None:
-        """Send tasks to ``child`` in one frame; it runs them one after the other."""
+    def assign(self, child: Child, assignments: Sequence[Assignment]) -> int:
+        """Send tasks to ``child`` in one frame; it runs them one after the other. Returns how
+        many were sent (the first ones): while the child is busy, no more than its task pipe
+        holds, so the write never waits for a child that is running a task."""
+        assignments = list(assignments)
+        frame = encode(assignments)
+        while child.assigned and child.queued_bytes + _in_pages(frame) > child.pipe_room:
+            if len(assignments) == 1:
+                return 0
+            assignments = assignments[:len(assignments) // 2]
+            frame = encode(assignments)
         if not child.assigned:
             child.started = time.monotonic()
+        share = -(-_in_pages(frame) // len(assignments))
         child.assigned.extend(a.task for a in assignments)
+        child.frame_bytes.extend([share] * len(assignments))
+        child.queued_bytes += share * len(assignments)
         try:
-            write_frame(child.task_fd, assignments)
+            write_bytes(child.task_fd, frame)
         except OSError:
-            # The child is gone; its end-of-file on the result pipe reports the crash.
+            # The child is gone before it got them: they never started, run them elsewhere.
+            # Its end-of-file on the result pipe settles the task it was running, if any.
             log.warning("child %s is gone before it got %d task(s)", child.pid,
                         len(assignments))
+            unsent = [self._unqueue_last(child) for _ in assignments]
+            self.orphans.extend(reversed(unsent))
+        return len(assignments)
+
+    @staticmethod
+    def _unqueue_last(child: Child) -> ClaimedTask:
+        child.queued_bytes -= child.frame_bytes.pop()
+        return child.assigned.pop()
 
     # -- stopping tasks ---------------------------------------------------------------------
 
@@ -235,6 +268,7 @@ class Supervisor:
                       done.result_id)
             return None
         child.assigned.popleft()
+        child.queued_bytes -= child.frame_bytes.popleft()
         child.started = done.finished  # the next task, if any, started then
         if child.kill_kind is not None:
             child.kill_kind = COMPLETED  # it finished first; the kill only ends the process
@@ -244,8 +278,14 @@ class Supervisor:
         child.process.join(5)
         exitcode = child.process.exitcode
         task, kind = child.current, child.kill_kind
+        if kind == COMPLETED:
+            # The kill was meant for a task that finished first: the one it cut short goes
+            # back to the queue without spending an attempt, as at shutdown.
+            kind = STOPPED
         self.orphans.extend(list(child.assigned)[1:])
         child.assigned.clear()
+        child.frame_bytes.clear()
+        child.queued_bytes = 0
         self._forget(child)
         if not self.ever_ready and not child.ready and not self.stopping:
             raise ChildSetupError(f"a child process exited during setup ({_describe(exitcode)})")
@@ -284,6 +324,22 @@ class Supervisor:
             os.kill(child.pid, signum)
         except (ProcessLookupError, TypeError):
             pass
+
+
+def _in_pages(frame: bytes) -> int:
+    return -(-len(frame) // PAGE) * PAGE
+
+
+def _enlarge(fd: int) -> int:
+    """Ask for a larger pipe buffer on ``fd``; returns the bytes it may safely hold."""
+    try:
+        size = fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, TASK_PIPE_BYTES)
+    except (AttributeError, OSError):  # not Linux, or above the system's limit
+        try:
+            size = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+        except (AttributeError, OSError):
+            size = 65536
+    return max(size - PAGE, PAGE)
 
 
 def _failure_for(kind: str | None, task: ClaimedTask, exitcode: int | None,

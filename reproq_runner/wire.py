@@ -23,7 +23,12 @@ def encode(message: Any) -> bytes:
 
 def write_frame(fd: int, message: Any) -> None:
     """Write one frame, looping over partial writes (frames larger than the pipe buffer)."""
-    view = memoryview(encode(message))
+    write_bytes(fd, encode(message))
+
+
+def write_bytes(fd: int, data: bytes) -> None:
+    """Write encoded frames whole, looping over partial writes."""
+    view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
