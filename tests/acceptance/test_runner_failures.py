@@ -46,6 +46,20 @@ def test_sigterm_finishes_short_tasks_and_hands_back_long_ones(cur, start_runner
     assert handed_back.errors_json == []
 
 
+def test_sigterm_during_a_max_tasks_stop_still_bounds_the_wait(cur, start_runner, tmp_path):
+    """--max-tasks reached starts a stop with no deadline; a signal then still gives the
+    running task the shutdown timeout and hands it back."""
+    marker = tmp_path / "started"
+    long = enqueue(cur, "sleep", [600, str(marker)])
+    runner = start_runner("--max-tasks", "1", "--shutdown-timeout", "1")
+    wait_for(marker.exists, message="task start")
+    wait_for(lambda: "--max-tasks reached" in runner.log(), message="max-tasks stop begun")
+    runner.signal(signal.SIGTERM)
+    assert runner.wait(60) == 0, runner.log()
+    run = queries.get_task_run(cur, long)
+    assert (run.status, run.attempts, run.errors_json) == ("READY", 0, [])
+
+
 def test_second_signal_stops_at_once(cur, start_runner, tmp_path):
     marker = tmp_path / "started"
     result_id = enqueue(cur, "sleep", [600, str(marker)])
