@@ -33,12 +33,13 @@ CRASHED = "crashed"
 STOPPED = "stopped"  # shutdown: the task is handed back, not failed
 COMPLETED = "completed"
 
-# A task pipe is asked to hold this much (Linux: F_SETPIPE_SZ, at most
-# /proc/sys/fs/pipe-max-size); what it gets, less a page, bounds the bytes queued for a busy
-# child, so writing to a child that is running a task never waits for it to read. A pipe
-# holds whole pages and a write may start a new one: frames are counted in pages.
-TASK_PIPE_BYTES = 1 << 20
+# What a task pipe holds, less a page, bounds the bytes queued for a busy child, so writing to
+# a child that is running a task never waits for it to read. A pipe holds whole pages and a
+# write may start a new one: frames are counted in pages. (Pipes keep their default size,
+# 64 KiB on Linux: enlarging them counts against the user's pipe-user-pages-soft limit, above
+# which every new pipe of that user gets a single page.)
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+DEFAULT_PIPE_BYTES = 65536
 
 
 class ChildSetupError(RuntimeError):
@@ -70,7 +71,7 @@ class Child:
     # Bytes of the frames that carried ``assigned`` (each task's share), and their sum.
     frame_bytes: deque[int] = field(default_factory=deque)
     queued_bytes: int = 0
-    pipe_room: int = 65536 - PAGE
+    pipe_room: int = DEFAULT_PIPE_BYTES - PAGE
 
     @property
     def pid(self) -> int:
@@ -116,7 +117,7 @@ class Supervisor:
         task_write.close()
         result_read.close()
         os.set_blocking(result_fd, False)
-        child = Child(process, task_fd, FrameReader(result_fd), pipe_room=_enlarge(task_fd))
+        child = Child(process, task_fd, FrameReader(result_fd), pipe_room=_pipe_room(task_fd))
         self.children.append(child)
         self.selector.register(result_fd, selectors.EVENT_READ, child)
         return child
@@ -330,15 +331,12 @@ def _in_pages(frame: bytes) -> int:
     return -(-len(frame) // PAGE) * PAGE
 
 
-def _enlarge(fd: int) -> int:
-    """Ask for a larger pipe buffer on ``fd``; returns the bytes it may safely hold."""
+def _pipe_room(fd: int) -> int:
+    """The bytes of whole frames the pipe ``fd`` holds without blocking its writer."""
     try:
-        size = fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, TASK_PIPE_BYTES)
-    except (AttributeError, OSError):  # not Linux, or above the system's limit
-        try:
-            size = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
-        except (AttributeError, OSError):
-            size = 65536
+        size = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    except (AttributeError, OSError):  # not Linux
+        size = DEFAULT_PIPE_BYTES
     return max(size - PAGE, PAGE)
 
 

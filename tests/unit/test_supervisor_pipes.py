@@ -12,7 +12,7 @@ import pytest
 from reproq_runner.child import Assignment, Done
 from reproq_runner.outcome import Succeeded
 from reproq_runner.queries import ClaimedTask
-from reproq_runner.supervisor import Child, Supervisor, _enlarge
+from reproq_runner.supervisor import Child, Supervisor, _pipe_room
 from reproq_runner.wire import FrameReader
 
 NOW = datetime.now(UTC)
@@ -50,7 +50,7 @@ def supervisor():
 def test_a_busy_child_is_sent_no_more_than_its_pipe_holds(pipes, supervisor):
     task_read, task_write, result_read, _ = pipes
     child = Child(_NoProcess(), task_write, FrameReader(result_read), ready=True,
-                  pipe_room=_enlarge(task_write))
+                  pipe_room=_pipe_room(task_write))
     big = "x" * 20_000
     assert supervisor.assign(child, [Assignment(claimed(1))]) == 1  # now busy
     sent_total = 1
