@@ -101,7 +101,8 @@ class _Plan:
         self.alias = conf.database_for_queue(task.queue_name)
         self.validation_cached = validation_cached
         self.metadata = _enqueue_metadata(config)
-        self.one_options = dict(queue_name=task.queue_name, priority=task.priority,
+        # int(): Django accepts a whole float (5.0), the SQL functions take an integer.
+        self.one_options = dict(queue_name=task.queue_name, priority=int(task.priority),
                                 max_attempts=config.MAX_ATTEMPTS,
                                 timeout_seconds=config.TIMEOUT_SECONDS, metadata=self.metadata)
         self.item_template = queries.task_item(self.task_path, **self.one_options)

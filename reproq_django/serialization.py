@@ -24,6 +24,7 @@ NUL characters are refused by ``reproq_runner.queries.dumps_json``.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
@@ -168,8 +169,12 @@ def _json_key(key: Any) -> str:
             return "true" if key else "false"
         case None:
             return "null"
-        case int() | float():
-            return repr(key)
+        case int():
+            return int.__repr__(key)  # as JSON writes an IntEnum key: "1", not "<C.A: 1>"
+        case float() if math.isfinite(key):
+            return float.__repr__(key)
+        case float():
+            raise ValueError(f"Out of range float values are not JSON compliant: {key!r}")
     raise TypeError(f"Unsupported type: dict key of {type(key)}")
 
 

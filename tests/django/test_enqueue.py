@@ -110,6 +110,19 @@ class TestReservedKwargs:
         with pytest.raises(InvalidTask, match="priority"):
             add.enqueue(1, 2, priority=101)
 
+    def test_a_whole_float_priority_is_stored_as_an_integer(self):
+        # Django accepts 5.0; the SQL functions take an integer.
+        result = add.using(priority=5.0).enqueue(1, 2)
+        assert stored(result).priority == 5
+        [bulk] = default_task_backend.bulk_enqueue([(add.using(priority=4.0), (1, 3), {})])
+        assert stored(bulk).priority == 4
+
+    def test_a_fractional_priority_is_refused(self):
+        before = task_count()
+        with pytest.raises(InvalidTask, match="whole number"):
+            add.using(priority=2.5).enqueue(1, 2)
+        assert task_count() == before
+
     def test_bad_lock_key_is_refused(self):
         with pytest.raises(InvalidTask, match="lock_key"):
             add.enqueue(1, 2, lock_key="")
@@ -184,6 +197,14 @@ class TestBulkEnqueue:
         assert results[-1].task.priority == 3 and results[-1].task.queue_name == "other"
         for result in results:
             assert default_task_backend.get_result(result.id) == result
+
+    @override_settings(USE_TZ=False)
+    def test_naive_times_without_use_tz_are_read_in_the_default_time_zone(self):
+        when = datetime(2030, 1, 2, 3, 4, 5)
+        single, = [add.using(run_after=when).enqueue(1, 9)]
+        [bulk] = default_task_backend.bulk_enqueue([(add.using(run_after=when), (2, 9), {})])
+        # Read back as Django reads times without USE_TZ: naive, in the default time zone.
+        assert stored(single).run_after == stored(bulk).run_after == when
 
     def test_is_dedup_aware(self):
         first, again, other = default_task_backend.bulk_enqueue(

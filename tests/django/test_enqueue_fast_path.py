@@ -43,6 +43,19 @@ def test_encode_call_is_encode_then_decode(args, kwargs):
         serialization.decode(encoded_kwargs, fetch_models=False))
 
 
+def test_dict_keys_are_written_as_json_writes_them():
+    import enum
+    import json
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    value = {1: "a", Level.HIGH: "b", 2.5: "c", False: "d", None: "e"}
+    assert serialization.encode(value) == json.loads(json.dumps(value))
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        serialization.encode({float("nan"): 1})
+
+
 def test_encode_call_refuses_what_encode_refuses():
     with pytest.raises(TypeError, match="Unsupported type"):
         serialization.encode_call((object(),), {})
