@@ -64,10 +64,12 @@ class DjangoExecutor:
         )
         self.database = database
         self.allowed_task_modules: tuple[str, ...] | None = None
-        # Per process, settings and task modules do not change: resolve each once.
+        # Resolved once each, and forgotten when a REPROQ_* setting changes (conf.generation:
+        # a runner's settings never do, a test's may).
         self._tasks: dict[str, tuple[Any, type]] = {}  # task path -> (Task, signal sender)
         self._routes: dict[str, tuple[str, bool]] = {}  # queue -> (alias, ids carry alias)
         self._stored_tasks: dict[tuple[str, str, int], Any] = {}  # see stored_task()
+        self._generation = conf.generation
 
     def setup(self) -> None:
         if not apps.ready:
@@ -78,12 +80,22 @@ class DjangoExecutor:
             self.allowed_task_modules = conf.allowed_task_modules()
 
     def execute(self, task: ClaimedTask) -> Outcome:
+        if self._generation != conf.generation:
+            self._forget_settings()
         try:
             _drop_broken_connections()
             return _Attempt(self, task).run()
         except BaseException as exc:  # a bug of ours must still not kill the runner
             logger.exception("reproq: executor error on task %s", task.result_id)
             return failed(exc, retry=True)
+
+    def _forget_settings(self) -> None:
+        self._generation = conf.generation
+        self._tasks.clear()
+        self._routes.clear()
+        self._stored_tasks.clear()
+        if self._configured_modules is None and self.allowed_task_modules is not None:
+            self.allowed_task_modules = conf.allowed_task_modules()
 
     def route(self, queue_name: str) -> tuple[str, bool]:
         """The alias holding ``queue_name`` and whether public result ids name it."""

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.test import override_settings
 from django.db import connection
 from django.tasks import TaskResultStatus, default_task_backend
 from django.tasks.signals import task_finished, task_started
@@ -162,6 +163,21 @@ def test_a_psql_row_outside_the_allow_list_never_executes(drain, monkeypatch):
     assert run.status == "FAILED" and run.attempts == 1  # refused for good, not retried
     assert "outside ALLOWED_TASK_MODULES" in run.errors_json[0]["message"]
     assert run.errors_json[0]["exception_class_path"].endswith("TaskNotAllowed")
+
+
+def test_an_executor_follows_settings_changes(drain):
+    executor = DjangoExecutor()
+    executor.setup()
+    first = add.enqueue(1, 1)
+    drain(executor=executor)
+    assert finished(first).status == TaskResultStatus.SUCCESSFUL
+    with override_settings(REPROQ_ALLOWED_TASK_MODULES=["tests.testapp.other_tasks"]):
+        second = add.enqueue(2, 2)
+        drain(executor=executor)
+    with connection.cursor() as cursor:
+        run = queries.get_task_run(cursor, int(second.id))
+    assert run.status == "FAILED"
+    assert "outside ALLOWED_TASK_MODULES" in run.errors_json[0]["message"]
 
 
 def test_refusal_happens_before_import(monkeypatch):
