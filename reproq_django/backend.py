@@ -368,6 +368,7 @@ class ReproqBackend(BaseTaskBackend):
 
 
 try:
+    from django.db.backends.postgresql.base import DatabaseWrapper as _PostgresWrapper
     from django.db.backends.postgresql.psycopg_any import is_psycopg3, register_tzloader
 except ImportError:  # no psycopg at all: never a PostgreSQL connection
     is_psycopg3 = False
@@ -388,7 +389,8 @@ def _enqueue_cursor(connection):
     Django's own server-side cursors do. While queries are logged (``DEBUG``,
     ``assertNumQueries``) Django's cursor is used as it is, so the log shows the values."""
     if (not is_psycopg3 or connection.vendor != "postgresql" or connection.queries_logged
-            or connection.settings_dict["OPTIONS"].get("server_side_binding") is True):
+            or connection.settings_dict["OPTIONS"].get("server_side_binding") is True
+            or not _makes_cursors_as_django_does(connection)):
         return connection.cursor()
     connection.close_if_health_check_failed()
     connection.ensure_connection()
@@ -399,6 +401,19 @@ def _enqueue_cursor(connection):
             register_tzloader(connection.timezone, cursor)
         connection.validate_thread_sharing()
         return connection.make_cursor(cursor)
+
+
+_CURSOR_METHODS = ("cursor", "_cursor", "create_cursor", "make_cursor", "_prepare_cursor")
+
+
+def _makes_cursors_as_django_does(connection) -> bool:
+    """False for a connection whose class or instance changes how cursors are made (metrics,
+    tracing or multi-tenant backends, patched methods): those get ``connection.cursor()``."""
+    for name in _CURSOR_METHODS:
+        method = getattr(connection, name, None)
+        if getattr(method, "__func__", None) is not getattr(_PostgresWrapper, name, None):
+            return False
+    return True
 
 
 def _in_transaction(connection) -> bool:

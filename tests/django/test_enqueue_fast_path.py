@@ -161,6 +161,24 @@ def test_the_enqueue_cursor_stays_client_side_while_queries_are_logged(
                for query in captured.captured_queries)
 
 
+def test_a_wrapper_that_makes_its_own_cursors_gets_them(monkeypatch):
+    made = []
+
+    wrapper = connections["default"]
+
+    class TracingWrapper(type(wrapper)):
+        def create_cursor(self, name=None):
+            made.append(name)
+            return super().create_cursor(name)
+
+    monkeypatch.setattr(wrapper, "__class__", TracingWrapper)
+    with _enqueue_cursor(wrapper) as cursor:
+        assert made == [None]  # the enqueue's own cursor came from the override
+        enqueued = queries.enqueue_one(cursor, "tests.testapp.tasks.add", [3, 4], {},
+                                       queue_name="default", priority=0)
+    assert enqueued.created
+
+
 def stored(result):
     with connection.cursor() as cursor:
         return queries.get_task_run(cursor, int(result.id))
