@@ -441,8 +441,12 @@ class Runner:
             return False
         if not self.pending and not self.to_release:
             return True
-        give_up_at = (self.stop_deadline or time.monotonic()) + STOP_GRACE_FOR_DATABASE_SECONDS
-        if self.stop_deadline is not None and time.monotonic() > give_up_at:
+        now = time.monotonic()
+        if self.stop_deadline is None:
+            # --burst or --max-tasks: only the database is left to wait for, and it gets what
+            # a signal would give (a runner run by cron must not wait forever).
+            self.stop_deadline = now + self.config.shutdown_timeout
+        if now > self.stop_deadline + STOP_GRACE_FOR_DATABASE_SECONDS:
             log.error("database unavailable: %d outcome(s) and %d hand-back(s) not stored; "
                       "their leases will expire", len(self.pending), len(self.to_release))
             return True

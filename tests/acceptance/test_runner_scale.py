@@ -4,7 +4,7 @@ import pytest
 
 from reproq_runner import queries
 from tests import pg
-from tests.acceptance.conftest import task_path, wait_for
+from tests.acceptance.conftest import enqueue, task_path, wait_for
 
 
 def enqueue_noops(cur, count: int, queue_name: str = "default") -> list[int]:
@@ -89,3 +89,23 @@ def test_restart_while_tasks_run_loses_nothing(dsn, connect, start_runner, tmp_p
         runs = queries.get_task_runs(cur, ids)
     assert {r.status for r in runs} == {"SUCCESSFUL"}
     assert runner.process.poll() is None
+
+
+@pytest.mark.slow
+def test_a_stopping_runner_whose_database_is_gone_gives_up(connect, start_runner, tmp_path):
+    """--max-tasks reached, and the database down when the last outcome is due: the runner
+    does not wait forever (shutdown timeout + grace); it says what it could not store, and
+    the task's lease expires later."""
+    marker = tmp_path / "started"
+    with connect().cursor() as cur:
+        result_id = enqueue(cur, "sleep", [1, str(marker)])
+    runner = start_runner("--max-tasks", "1", "--shutdown-timeout", "1")
+    wait_for(marker.exists, message="task start")
+    pg.cluster().stop()
+    try:
+        assert runner.wait(60) == 0, runner.log()
+    finally:
+        pg.cluster().start()
+    assert "1 outcome(s) and 0 hand-back(s) not stored" in runner.log()
+    with connect().cursor() as cur:
+        assert queries.get_task_run(cur, result_id).status == "RUNNING"
