@@ -40,6 +40,9 @@ TYPE_KEY = "__reproq__"
 # Values JSON carries as they are: arguments made only of these need no walk (exact types:
 # subclasses such as enums take the general path).
 _PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))
+# From here on Python writes a float in exponent form ("1e+16"), which jsonb keeps as a number
+# without a fraction and prints as an integer: such floats travel in an envelope.
+_BIG_FLOAT = 1e16
 
 
 def encode_call(args: Sequence[Any], kwargs: dict[str, Any]
@@ -52,11 +55,12 @@ def encode_call(args: Sequence[Any], kwargs: dict[str, Any]
     plain = _PLAIN_TYPES
     encoded_args = list(args)
     for value in encoded_args:
-        if type(value) not in plain:
+        if type(value) not in plain or (type(value) is float and abs(value) >= _BIG_FLOAT):
             break
     else:
         for key, value in kwargs.items():
-            if type(value) not in plain or type(key) is not str or key == TYPE_KEY:
+            if (type(value) not in plain or type(key) is not str or key == TYPE_KEY
+                    or (type(value) is float and abs(value) >= _BIG_FLOAT)):
                 break
         else:
             return encoded_args, kwargs, encoded_args, kwargs
@@ -69,6 +73,8 @@ def encode_call(args: Sequence[Any], kwargs: dict[str, Any]
 def encode(value: Any) -> Any:
     """``value`` as plain JSON data, typed values wrapped in envelopes."""
     match value:
+        case float() if abs(value) >= _BIG_FLOAT and math.isfinite(value):
+            return {TYPE_KEY: "float", "value": float.__repr__(value)}
         case None | bool() | int() | float() | str():
             return value
         case Model():
@@ -118,6 +124,8 @@ def _decode_envelope(envelope: dict, fetch_models: bool) -> Any:
                              microseconds=envelope["microseconds"])
         case "decimal":
             return Decimal(envelope["value"])
+        case "float":
+            return float(envelope["value"])
         case "uuid":
             return uuid.UUID(envelope["value"])
         case "dict":

@@ -157,6 +157,18 @@ class TestArguments:
         assert stored(result).spec_json["args"][0] == {"__reproq__": "datetime",
                                                        "value": "2026-01-31T12:30:00+00:00"}
 
+    def test_large_floats_stay_floats(self, drain):
+        # jsonb prints 1e16 as 10000000000000000: without an envelope it would come back an int
+        result = describe.enqueue(1e16, 123.0, big=-2.5e300)
+        fetched = default_task_backend.get_result(result.id)
+        assert fetched.args == [1e16, 123.0] and fetched.kwargs == {"big": -2.5e300}
+        assert [type(v) for v in fetched.args] == [float, float]
+        assert type(fetched.kwargs["big"]) is float
+        drain()
+        result.refresh()
+        assert result.return_value["args"] == ["float", "float"]
+        assert result.return_value["kwargs"] == {"big": "float"}
+
     def test_model_instances_are_stored_as_references(self):
         customer = Customer.objects.create(name="Ada")
         result = describe.enqueue(customer)
