@@ -2,7 +2,9 @@
 
 Each task arrives as an :class:`Assignment` frame on the task pipe; each result goes back as one
 frame on the result pipe. The child runs one task at a time, so the runner can stop a task
-(timeout, cancellation) by killing the child that runs it.
+(timeout, cancellation) by killing the child that runs it. Before each task the child asks its
+:class:`~reproq_runner.gate.Gate` whether the runner has taken that task back; it passes over
+those without a word.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from reproq_runner.gate import Gate
 from reproq_runner.outcome import Executor, Failed, Outcome, Succeeded
 from reproq_runner.queries import ClaimedTask
 from reproq_runner.wire import FrameReader, write_frame
@@ -82,7 +85,7 @@ class Done:
         return cls(result_id, started, finished, outcome)
 
 
-def main(executor_factory: Callable[[], Executor], task_conn, result_conn) -> None:
+def main(executor_factory: Callable[[], Executor], task_conn, result_conn, gate: Gate) -> None:
     """Entry point of a child process (started by the supervisor)."""
     _ignore_stop_signals()
     _die_with_parent()
@@ -90,10 +93,13 @@ def main(executor_factory: Callable[[], Executor], task_conn, result_conn) -> No
     executor = _set_up(executor_factory, result_fd)
     write_frame(result_fd, Ready(os.getpid()))
     reader = FrameReader(task_fd)
+    number = 0  # of the next task, counted as the runner sent them
     while not reader.closed:
         for batch in reader.read_available():
             for assignment in batch:
-                write_frame(result_fd, run_assignment(executor, assignment).as_wire())
+                if gate.admit(number):
+                    write_frame(result_fd, run_assignment(executor, assignment).as_wire())
+                number += 1
     os._exit(0)
 
 

@@ -3,7 +3,9 @@
 Fast tasks (under ``FAST_TASK_SECONDS``) would leave children idle through every database round
 trip, so children hold a queue of them and the runner claims many ahead. Tasks under a second
 are claimed in batches worth about ``CLAIM_AHEAD_SECONDS`` per child. Slow ones are claimed
-only for idle children, so a long task never waits in one runner while another is idle.
+only for idle children, so a long task never waits in one runner while another is idle. A
+task that turns out slow does not hold up the queue behind it: once it has run well past the
+average, the runner takes the tasks queued behind it back and gives them to other children.
 Outcomes are stored together so that every call to PostgreSQL carries several: each has a fixed
 cost, in the runner and on the server, that one task should not carry alone.
 """
@@ -31,6 +33,9 @@ MAX_FLUSH_SECONDS = 0.1
 FLUSH_SHARE = 10
 # At most this many outcomes in one call.
 FLUSH_BATCH = 200
+# A task that runs this many times the average (at least twice CHILD_QUEUE_SECONDS) has stalled
+# its child: the tasks queued behind it are taken back and run by other children.
+STALL_FACTOR = 10
 # Weight of the newest duration in the moving average.
 SMOOTHING = 0.1
 
@@ -64,6 +69,10 @@ class Pace:
             per_child = max(2, int(CLAIM_AHEAD_SECONDS / self.average_duration))
             return min(self.max_prefetch, per_child * self.concurrency)
         return 0
+
+    def stalled_after(self) -> float:
+        """How long a child's task may run before the tasks queued behind it are taken back."""
+        return max(2 * CHILD_QUEUE_SECONDS, STALL_FACTOR * self.average_duration)
 
     def flush_interval(self) -> float:
         """How long a finished task's outcome may wait to be stored with others."""

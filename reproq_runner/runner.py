@@ -149,6 +149,7 @@ class Runner:
         if now >= self.next_heartbeat:
             self._heartbeat(now)
         self.supervisor.check_timeouts(now)
+        self._take_back(self.supervisor.withdraw_stalled(self.pace.stalled_after(), now))
         self._check_stop_deadline(now)
         self._dispatch()  # first: children wait for no database call
         self._flush(now)
@@ -229,7 +230,10 @@ class Runner:
                 self.metrics.count("timed_out", task.queue_name, task.task_path)
 
     def _take_back(self, orphans: list[ClaimedTask]) -> None:
-        """Tasks a dead child never started: run them elsewhere (or hand them back)."""
+        """Tasks a child never started (it died, or they were withdrawn from it): run them
+        elsewhere (or hand them back)."""
+        if not orphans:
+            return
         if self.draining:
             self.to_release.extend(orphans)
         else:
@@ -272,8 +276,11 @@ class Runner:
         for assignment in waiting:
             self.buffer.remove(assignment)
             self.to_release.append(assignment.task)  # release() records CANCELLED
-        for result_id in self.supervisor.cancel(result_ids):
+        running, withdrawn = self.supervisor.cancel(result_ids)
+        for result_id in running:
             log.info("task %s cancelled while running", result_id)
+        self.to_release.extend(t for t in withdrawn if t.result_id in result_ids)
+        self._take_back([t for t in withdrawn if t.result_id not in result_ids])
 
     def _flush(self, now: float) -> None:
         if self.to_release:
@@ -356,7 +363,7 @@ class Runner:
         if not self.buffer:
             return
         depth = self.pace.child_depth()
-        children = self.supervisor.children_with_room(depth)
+        children = self.supervisor.children_with_room(depth, self.pace.stalled_after())
         for index, child in enumerate(children):
             if not self.buffer:
                 break
@@ -504,9 +511,10 @@ class Runner:
             candidates.append(self.db.seconds_until_retry())
         if self.stop_deadline is not None:
             candidates.append(self.stop_deadline - now)
-        timeout = self.supervisor.next_timeout_in(now)
-        if timeout is not None:
-            candidates.append(timeout)
+        for due in (self.supervisor.next_timeout_in(now),
+                    self.supervisor.next_stall_in(self.pace.stalled_after(), now)):
+            if due is not None:
+                candidates.append(due)
         if self.draining and not self.supervisor.running_count():
             candidates.append(0.05)
         return max(0.0, min(candidates))

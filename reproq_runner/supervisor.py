@@ -1,5 +1,6 @@
 """Child processes of one runner: start them, hand each one task at a time, stop a task by
-killing its child, notice crashes, and replace children that died.
+killing its child, take back tasks queued behind a slow one, notice crashes, and replace
+children that died.
 
 The supervisor knows nothing about the database: the runner gives it claimed tasks and gets
 back :class:`Finished` records (outcome of a task, or the failure the supervisor observed).
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 
 from reproq_runner import child as child_module
 from reproq_runner.child import Assignment, Done, Ready, SetupFailed
+from reproq_runner.gate import Gate
 from reproq_runner.outcome import Executor, Failed, Outcome
 from reproq_runner.queries import ClaimedTask
 from reproq_runner.wire import FrameReader, encode, write_bytes
@@ -69,9 +71,13 @@ class Child:
     kill_kind: str | None = None
     exited: bool = False
     # Bytes of the frames that carried ``assigned`` (each task's share), and their sum.
+    # Withdrawn tasks' frames stay in the pipe until the child passes over them: the child
+    # only does so once idle, so they count until then.
     frame_bytes: deque[int] = field(default_factory=deque)
     queued_bytes: int = 0
     pipe_room: int = DEFAULT_PIPE_BYTES - PAGE
+    gate: Gate | None = None
+    sent: int = 0  # tasks written to the task pipe, the numbering the gate uses
 
     @property
     def pid(self) -> int:
@@ -105,9 +111,10 @@ class Supervisor:
     def _spawn(self) -> Child:
         task_read, task_write = self.context.Pipe(duplex=False)
         result_read, result_write = self.context.Pipe(duplex=False)
+        gate = Gate(self.context)
         process = self.context.Process(
             target=child_module.main, name="reproq-child", daemon=True,
-            args=(self.executor_factory, task_read, result_write),
+            args=(self.executor_factory, task_read, result_write, gate),
         )
         process.start()
         task_read.close()
@@ -117,7 +124,8 @@ class Supervisor:
         task_write.close()
         result_read.close()
         os.set_blocking(result_fd, False)
-        child = Child(process, task_fd, FrameReader(result_fd), pipe_room=_pipe_room(task_fd))
+        child = Child(process, task_fd, FrameReader(result_fd), pipe_room=_pipe_room(task_fd),
+                      gate=gate)
         self.children.append(child)
         self.selector.register(result_fd, selectors.EVENT_READ, child)
         return child
@@ -137,10 +145,14 @@ class Supervisor:
 
     # -- capacity and dispatch --------------------------------------------------------------
 
-    def children_with_room(self, depth: int) -> list[Child]:
-        """Ready children holding fewer than ``depth`` tasks."""
+    def children_with_room(self, depth: int, stalled_after: float,
+                           now: float | None = None) -> list[Child]:
+        """Ready children holding fewer than ``depth`` tasks, leaving out those whose task has
+        run for ``stalled_after`` seconds (they get more once they are idle)."""
+        now = time.monotonic() if now is None else now
         return [c for c in self.children if c.ready and len(c.assigned) < depth
-                and not c.exited and c.kill_kind is None]
+                and not c.exited and c.kill_kind is None
+                and not (c.assigned and now - c.started > stalled_after)]
 
     def idle_count(self) -> int:
         return sum(1 for c in self.children if c.ready and not c.assigned and not c.exited
@@ -178,6 +190,7 @@ class Supervisor:
         child.queued_bytes += share * len(assignments)
         try:
             write_bytes(child.task_fd, frame)
+            child.sent += len(assignments)
         except OSError:
             # The child is gone before it got them: they never started, run them elsewhere.
             # Its end-of-file on the result pipe settles the task it was running, if any.
@@ -191,6 +204,45 @@ class Supervisor:
     def _unqueue_last(child: Child) -> ClaimedTask:
         child.queued_bytes -= child.frame_bytes.pop()
         return child.assigned.pop()
+
+    # -- taking queued tasks back -----------------------------------------------------------
+
+    def withdraw(self, child: Child) -> list[ClaimedTask]:
+        """The tasks ``child`` holds and has not started, taken back from it, in order."""
+        if child.gate is None or child.exited:
+            return []
+        count = child.gate.withdraw(child.sent)
+        withdrawn = []
+        for _ in range(count):
+            child.frame_bytes.pop()  # still in the pipe: queued_bytes keeps them (see Child)
+            withdrawn.append(child.assigned.pop())
+        withdrawn.reverse()
+        return withdrawn
+
+    def withdraw_stalled(self, stalled_after: float, now: float | None = None
+                         ) -> list[ClaimedTask]:
+        """Take back the tasks queued behind any task that has run for ``stalled_after``
+        seconds, so that other children run them."""
+        now = time.monotonic() if now is None else now
+        withdrawn = []
+        for child in self.busy_children():
+            if (len(child.assigned) > 1 and child.kill_kind is None
+                    and now - child.started > stalled_after):
+                running = child.current
+                taken = self.withdraw(child)
+                if taken:
+                    log.info("task %s has run for %.1f s: took back %d task(s) queued behind "
+                             "it in child %s", running.result_id, now - child.started,
+                             len(taken), child.pid)
+                withdrawn.extend(taken)
+        return withdrawn
+
+    def next_stall_in(self, stalled_after: float, now: float | None = None) -> float | None:
+        """Seconds until the first child holding queued tasks counts as stalled."""
+        now = time.monotonic() if now is None else now
+        due = [c.started + stalled_after - now for c in self.children
+               if len(c.assigned) > 1 and c.kill_kind is None]
+        return max(0.0, min(due)) if due else None
 
     # -- stopping tasks ---------------------------------------------------------------------
 
@@ -208,16 +260,22 @@ class Supervisor:
                      if c.kill_kind is None]
         return max(0.0, min(deadlines)) if deadlines else None
 
-    def cancel(self, result_ids: set[int]) -> set[int]:
-        """Kill the children running these tasks; returns the ids found running."""
-        found = set()
+    def cancel(self, result_ids: set[int]) -> tuple[set[int], list[ClaimedTask]]:
+        """Kill the children running these tasks, and take back the tasks not started from
+        every child that holds one of them. Returns the ids found running and the tasks taken
+        back (cancelled or not)."""
+        running, withdrawn = set(), []
         for child in self.busy_children():
-            if child.current.result_id in result_ids and child.kill_kind is None:
+            if child.kill_kind is not None:
+                continue
+            if any(task.result_id in result_ids for task in child.assigned):
+                withdrawn.extend(self.withdraw(child))
+            if child.current is not None and child.current.result_id in result_ids:
                 log.info("task %s was cancelled: killing child %s", child.current.result_id,
                          child.pid)
                 self.kill(child, CANCELLED)
-                found.add(child.current.result_id)
-        return found
+                running.add(child.current.result_id)
+        return running, withdrawn
 
     def stop_running(self) -> None:
         """Shutdown deadline passed: kill every child still running a task."""
@@ -270,6 +328,8 @@ class Supervisor:
             return None
         child.assigned.popleft()
         child.queued_bytes -= child.frame_bytes.popleft()
+        if not child.assigned:
+            child.queued_bytes = 0  # what is left in the pipe was withdrawn (see Child)
         child.started = done.finished  # the next task, if any, started then
         if child.kill_kind is not None:
             child.kill_kind = COMPLETED  # it finished first; the kill only ends the process

@@ -4,7 +4,7 @@ import pytest
 
 from reproq_runner import queries
 from tests import pg
-from tests.acceptance.conftest import enqueue, task_path, wait_for
+from tests.acceptance.conftest import enqueue, status_of, task_path, wait_for
 
 
 def enqueue_noops(cur, count: int, queue_name: str = "default") -> list[int]:
@@ -53,6 +53,25 @@ def test_tasks_whose_durations_cross_the_pacing_thresholds_each_run_once(cur, st
     runs = queries.get_task_runs(cur, ids)
     assert [r.return_json for r in runs[:300] + runs[380:]] == list(range(600))
     assert all(r.return_json == {"slept": 0.03} for r in runs[300:380])
+
+
+@pytest.mark.slow
+def test_tasks_queued_behind_a_task_that_turns_out_slow_run_in_the_other_child(
+        cur, start_runner, tmp_path):
+    """Fast tasks make children hold queues; one task among them then waits for a file. The
+    tasks queued behind it in its child are taken back and run by the other child while it
+    still waits (before, they waited for it)."""
+    release, started = tmp_path / "release", tmp_path / "started"
+    fast = enqueue_noops(cur, 300)
+    slow = enqueue(cur, "wait_for_file", [str(release), str(started)])
+    fast += enqueue_noops(cur, 300)
+    runner = start_runner("--concurrency", "2")
+    wait_for(lambda: all_successful_once(cur, fast) == (600, 600), timeout=60,
+             message="the fast tasks, while the slow one waits")
+    assert started.exists() and status_of(cur, slow) == "RUNNING"
+    release.touch()
+    wait_for(lambda: status_of(cur, slow) == "SUCCESSFUL", message="the slow task")
+    assert "took back" in runner.log()
 
 
 @pytest.mark.slow

@@ -73,3 +73,15 @@ def chatty(text):
 @task
 def pid():
     return os.getpid()
+
+
+@task
+def wait_for_file(path, marker=None, seconds=120):
+    """Touch ``marker`` (the test knows it started), then wait for ``path`` to exist, at most
+    ``seconds``."""
+    if marker:
+        Path(marker).touch()
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.path.exists(path)

@@ -1,7 +1,9 @@
 """What the supervisor writes to its children's task pipes: never more than a busy child's pipe
-holds (the runner's loop must not wait for a child that is running a task), and tasks that
-never reached a dead child are taken back, not charged a crash."""
+holds (the runner's loop must not wait for a child that is running a task), tasks that never
+reached a dead child are taken back, not charged a crash, and tasks queued behind a stalled or
+cancelled one are withdrawn."""
 
+import multiprocessing
 import os
 import selectors
 import uuid
@@ -10,6 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from reproq_runner.child import Assignment, Done
+from reproq_runner.gate import Gate
 from reproq_runner.outcome import Succeeded
 from reproq_runner.queries import ClaimedTask
 from reproq_runner.supervisor import Child, Supervisor, _pipe_room
@@ -85,3 +88,45 @@ def test_tasks_sent_to_a_child_that_is_gone_come_back_as_orphans(pipes, supervis
     assert supervisor.assign(child, [Assignment(t) for t in tasks]) == 3
     assert list(child.assigned) == [] and child.queued_bytes == 0
     assert supervisor.take_orphans() == tasks
+
+
+@pytest.fixture
+def gated_child(pipes, supervisor):
+    """One of the supervisor's children, with no process behind it (nothing may kill it)."""
+    _, task_write, result_read, _ = pipes
+    child = Child(_NoProcess(), task_write, FrameReader(result_read), ready=True,
+                  pipe_room=_pipe_room(task_write),
+                  gate=Gate(multiprocessing.get_context("forkserver")))
+    supervisor.children.append(child)
+    return child
+
+
+def test_tasks_queued_behind_a_stalled_task_are_withdrawn(gated_child, supervisor):
+    child = gated_child
+    tasks = [claimed(i) for i in range(4)]
+    assert supervisor.assign(child, [Assignment(t) for t in tasks]) == 4
+    assert child.gate.admit(0)  # the child starts task 0 and stays in it
+    assert supervisor.children_with_room(64, 0.1, now=child.started + 0.05) == [child]
+    assert supervisor.withdraw_stalled(0.1, now=child.started + 0.05) == []
+    assert supervisor.next_stall_in(0.1, now=child.started + 0.05) == pytest.approx(0.05)
+    assert supervisor.withdraw_stalled(0.1, now=child.started + 0.2) == tasks[1:]
+    assert list(child.assigned) == tasks[:1]
+    assert supervisor.children_with_room(64, 0.1, now=child.started + 0.2) == []
+    queued = child.queued_bytes
+    assert queued > 0  # the withdrawn frames are still in the pipe
+    assert [child.gate.admit(n) for n in (1, 2, 3)] == [False] * 3
+    supervisor._on_done(child, Done(0, 0.0, 1.0, Succeeded("null")))
+    assert list(child.assigned) == [] and child.queued_bytes == 0
+
+
+def test_a_cancelled_task_queued_in_a_child_is_withdrawn_with_those_behind_it(gated_child,
+                                                                              supervisor):
+    child = gated_child
+    tasks = [claimed(i) for i in range(4)]
+    supervisor.assign(child, [Assignment(t) for t in tasks])
+    assert child.gate.admit(0) and child.gate.admit(1)  # task 1 runs, 2 and 3 wait
+    supervisor._on_done(child, Done(0, 0.0, 1.0, Succeeded("null")))
+    running, withdrawn = supervisor.cancel({3})
+    assert (running, withdrawn) == (set(), tasks[2:])
+    assert list(child.assigned) == tasks[1:2]
+    assert not child.gate.admit(2) and not child.gate.admit(3)
