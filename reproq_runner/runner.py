@@ -150,6 +150,7 @@ class Runner:
             self._heartbeat(now)
         self.supervisor.check_timeouts(now)
         self._take_back(self.supervisor.withdraw_stalled(self.pace.stalled_after(), now))
+        self._hand_back_if_all_stalled(now)
         self._check_stop_deadline(now)
         self._dispatch()  # first: children wait for no database call
         self._flush(now)
@@ -240,6 +241,16 @@ class Runner:
             self.buffer.extendleft(Assignment(t) if self.config.logs_dir is None
                                    else self._assignment_with_log(t) for t in reversed(orphans))
 
+    def _hand_back_if_all_stalled(self, now: float) -> None:
+        """Every child is stuck in a slow task: the tasks claimed for them go back to the queue,
+        where another runner can take them, and this one claims none until a child frees up."""
+        if not self.buffer or not self.supervisor.all_stalled(self.pace.stalled_after(), now):
+            return
+        log.info("every child is busy with a slow task: handing %d claimed task(s) back to the "
+                 "queue", len(self.buffer))
+        self.to_release.extend(a.task for a in self.buffer)
+        self.buffer.clear()
+
     def _keep_notifier(self) -> None:
         """(Re)connect the LISTEN connection and keep its socket registered."""
         if self.draining:
@@ -323,7 +334,7 @@ class Runner:
         if now >= self.next_poll:
             self.next_poll = now + self.config.poll_interval
             self.may_have_work = True
-        if not self.may_have_work:
+        if not self.may_have_work or self.supervisor.all_stalled(self.pace.stalled_after(), now):
             return
         prefetch = self.pace.prefetch()
         capacity = self.config.concurrency * self.pace.child_depth() + prefetch

@@ -237,6 +237,13 @@ class Supervisor:
                 withdrawn.extend(taken)
         return withdrawn
 
+    def all_stalled(self, stalled_after: float, now: float | None = None) -> bool:
+        """Is every child running a task that has run for ``stalled_after`` seconds?"""
+        now = time.monotonic() if now is None else now
+        return bool(self.children) and all(
+            c.assigned and c.kill_kind is None and now - c.started > stalled_after
+            for c in self.children)
+
     def next_stall_in(self, stalled_after: float, now: float | None = None) -> float | None:
         """Seconds until the first child holding queued tasks counts as stalled."""
         now = time.monotonic() if now is None else now

@@ -75,6 +75,28 @@ def test_tasks_queued_behind_a_task_that_turns_out_slow_run_in_the_other_child(
 
 
 @pytest.mark.slow
+def test_a_runner_whose_children_are_all_stuck_hands_its_claimed_tasks_back(
+        cur, start_runner, tmp_path):
+    """Both children of the first runner are held by slow tasks: the fast tasks it had claimed
+    ahead go back to the queue, and a second runner runs them while the slow ones still wait."""
+    release = tmp_path / "release"
+    markers = [tmp_path / "first", tmp_path / "second"]
+    fast = enqueue_noops(cur, 300)
+    slow = [enqueue(cur, "wait_for_file", [str(release), str(m)]) for m in markers]
+    fast += enqueue_noops(cur, 300)
+    stuck = start_runner("--concurrency", "2")
+    wait_for(lambda: all(m.exists() for m in markers), message="both slow tasks started")
+    start_runner("--concurrency", "1")
+    wait_for(lambda: all_successful_once(cur, fast) == (600, 600), timeout=60,
+             message="the fast tasks, while the slow ones wait")
+    assert [status_of(cur, s) for s in slow] == ["RUNNING", "RUNNING"]
+    assert "handing" in stuck.log()
+    release.touch()
+    wait_for(lambda: [status_of(cur, s) for s in slow] == ["SUCCESSFUL"] * 2,
+             message="the slow tasks")
+
+
+@pytest.mark.slow
 def test_runner_survives_a_postgresql_restart(dsn, connect, start_runner):
     with connect().cursor() as cur:
         before = enqueue_noops(cur, 50)

@@ -109,6 +109,8 @@ def test_tasks_queued_behind_a_stalled_task_are_withdrawn(gated_child, superviso
     assert supervisor.children_with_room(64, 0.1, now=child.started + 0.05) == [child]
     assert supervisor.withdraw_stalled(0.1, now=child.started + 0.05) == []
     assert supervisor.next_stall_in(0.1, now=child.started + 0.05) == pytest.approx(0.05)
+    assert not supervisor.all_stalled(0.1, now=child.started + 0.05)
+    assert supervisor.all_stalled(0.1, now=child.started + 0.2)
     assert supervisor.withdraw_stalled(0.1, now=child.started + 0.2) == tasks[1:]
     assert list(child.assigned) == tasks[:1]
     assert supervisor.children_with_room(64, 0.1, now=child.started + 0.2) == []
