@@ -16,6 +16,8 @@ from multiprocessing.context import BaseContext
 _NEXT = 0  # tasks the child has started or passed over
 _SKIP_FROM = 1  # the withdrawn range, [from, until)
 _SKIP_UNTIL = 2
+# The child holds the lock for a few microseconds per task.
+LOCK_TIMEOUT_SECONDS = 0.5
 
 
 class Gate:
@@ -36,11 +38,17 @@ class Gate:
         """Runner side: from now on the child starts none of the first ``sent`` tasks it has not
         started yet. Returns how many tasks this withdraws that an earlier call had not: they
         are the last ones the runner sent and still counts as the child's."""
-        with self._lock:
+        # A child that died holding the lock (killed within admit) would keep it forever: then
+        # nothing is withdrawn, and the child's end settles its tasks.
+        if not self._lock.acquire(timeout=LOCK_TIMEOUT_SECONDS):
+            return 0
+        try:
             state = self._state
             first, old_from, old_until = state[_NEXT], state[_SKIP_FROM], state[_SKIP_UNTIL]
             if first >= sent:
                 return 0
             state[_SKIP_FROM], state[_SKIP_UNTIL] = first, sent
+        finally:
+            self._lock.release()
         already = max(0, old_until - max(old_from, first))
         return sent - first - already

@@ -249,6 +249,7 @@ class Runner:
         log.info("every child is busy with a slow task: handing %d claimed task(s) back to the "
                  "queue", len(self.buffer))
         self.to_release.extend(a.task for a in self.buffer)
+        self.claimed_total -= len(self.buffer)  # for --max-tasks: these did not run here
         self.buffer.clear()
 
     def _keep_notifier(self) -> None:
