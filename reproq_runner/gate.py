@@ -16,8 +16,9 @@ from multiprocessing.context import BaseContext
 _NEXT = 0  # tasks the child has started or passed over
 _SKIP_FROM = 1  # the withdrawn range, [from, until)
 _SKIP_UNTIL = 2
-# The child holds the lock for a few microseconds per task.
-LOCK_TIMEOUT_SECONDS = 0.5
+# The child holds the lock for about a microsecond per task (longer only if it is descheduled
+# meanwhile): a withdrawal that times out withdraws nothing, and the runner tries again.
+LOCK_TIMEOUT_SECONDS = 0.01
 
 
 class Gate:
@@ -38,8 +39,8 @@ class Gate:
         """Runner side: from now on the child starts none of the first ``sent`` tasks it has not
         started yet. Returns how many tasks this withdraws that an earlier call had not: they
         are the last ones the runner sent and still counts as the child's."""
-        # A child that died holding the lock (killed within admit) would keep it forever: then
-        # nothing is withdrawn, and the child's end settles its tasks.
+        # A child that died holding the lock (killed within admit) keeps it forever: nothing is
+        # withdrawn then, and the child's end settles its tasks.
         if not self._lock.acquire(timeout=LOCK_TIMEOUT_SECONDS):
             return 0
         try:

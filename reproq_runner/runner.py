@@ -105,6 +105,7 @@ class Runner:
         self.stop_deadline: float | None = None
         self.next_heartbeat = 0.0
         self.next_poll = 0.0
+        self.stalled_after = self.pace.stalled_after()  # updated once per step
         self._notifier_fd: int | None = None
         # Woken by signals and by the recorder thread.
         self._wakeup_read, self._wakeup_write = os.pipe()
@@ -145,11 +146,12 @@ class Runner:
             self._on_event(key.data)
         self._take_recorded(self.recorder.results())
         now = time.monotonic()
+        self.stalled_after = self.pace.stalled_after()
         self._keep_notifier()
         if now >= self.next_heartbeat:
             self._heartbeat(now)
         self.supervisor.check_timeouts(now)
-        self._take_back(self.supervisor.withdraw_stalled(self.pace.stalled_after(), now))
+        self._take_back(self.supervisor.withdraw_stalled(self.stalled_after, now))
         self._hand_back_if_all_stalled(now)
         self._check_stop_deadline(now)
         self._dispatch()  # first: children wait for no database call
@@ -232,25 +234,33 @@ class Runner:
 
     def _take_back(self, orphans: list[ClaimedTask]) -> None:
         """Tasks a child never started (it died, or they were withdrawn from it): run them
-        elsewhere (or hand them back)."""
+        elsewhere (or, when stopping on a signal, hand them back)."""
         if not orphans:
             return
-        if self.draining:
+        if self.stop_deadline is not None:
             self.to_release.extend(orphans)
         else:
             self.buffer.extendleft(Assignment(t) if self.config.logs_dir is None
                                    else self._assignment_with_log(t) for t in reversed(orphans))
 
+    def _hand_back_after(self) -> float:
+        """How long every child must have been in a stalled task before the tasks claimed for
+        them go back to the queue: at least a poll interval, the time another runner may take
+        to notice them (a hand-back sends no NOTIFY)."""
+        return max(self.stalled_after, self.config.poll_interval)
+
     def _hand_back_if_all_stalled(self, now: float) -> None:
         """Every child is stuck in a slow task: the tasks claimed for them go back to the queue,
         where another runner can take them, and this one claims none until a child frees up."""
-        if not self.buffer or not self.supervisor.all_stalled(self.pace.stalled_after(), now):
+        if (self.draining or not self.buffer
+                or not self.supervisor.all_stalled(self._hand_back_after(), now)):
             return
         log.info("every child is busy with a slow task: handing %d claimed task(s) back to the "
                  "queue", len(self.buffer))
         self.to_release.extend(a.task for a in self.buffer)
         self.claimed_total -= len(self.buffer)  # for --max-tasks: these did not run here
         self.buffer.clear()
+        self.may_have_work = True  # they are due: claim again once a child is free
 
     def _keep_notifier(self) -> None:
         """(Re)connect the LISTEN connection and keep its socket registered."""
@@ -335,7 +345,7 @@ class Runner:
         if now >= self.next_poll:
             self.next_poll = now + self.config.poll_interval
             self.may_have_work = True
-        if not self.may_have_work or self.supervisor.all_stalled(self.pace.stalled_after(), now):
+        if not self.may_have_work or self.supervisor.all_stalled(self._hand_back_after(), now):
             return
         prefetch = self.pace.prefetch()
         capacity = self.config.concurrency * self.pace.child_depth() + prefetch
@@ -375,7 +385,7 @@ class Runner:
         if not self.buffer:
             return
         depth = self.pace.child_depth()
-        children = self.supervisor.children_with_room(depth, self.pace.stalled_after())
+        children = self.supervisor.children_with_room(depth, self.stalled_after)
         for index, child in enumerate(children):
             if not self.buffer:
                 break
@@ -523,10 +533,11 @@ class Runner:
             candidates.append(self.db.seconds_until_retry())
         if self.stop_deadline is not None:
             candidates.append(self.stop_deadline - now)
-        for due in (self.supervisor.next_timeout_in(now),
-                    self.supervisor.next_stall_in(self.pace.stalled_after(), now)):
-            if due is not None:
-                candidates.append(due)
+        dues = [self.supervisor.next_timeout_in(now),
+                self.supervisor.next_stall_in(self.stalled_after, now)]
+        if self.buffer and not self.draining:
+            dues.append(self.supervisor.next_all_stalled_in(self._hand_back_after(), now))
+        candidates.extend(due for due in dues if due is not None)
         if self.draining and not self.supervisor.running_count():
             candidates.append(0.05)
         return max(0.0, min(candidates))

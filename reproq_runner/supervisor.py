@@ -244,6 +244,15 @@ class Supervisor:
             c.assigned and c.kill_kind is None and now - c.started > stalled_after
             for c in self.children)
 
+    def next_all_stalled_in(self, stalled_after: float, now: float | None = None
+                            ) -> float | None:
+        """Seconds until every child counts as stalled, if every one is running a task."""
+        now = time.monotonic() if now is None else now
+        if not self.children or not all(c.assigned and c.kill_kind is None
+                                        for c in self.children):
+            return None
+        return max(0.0, max(c.started for c in self.children) + stalled_after - now)
+
     def next_stall_in(self, stalled_after: float, now: float | None = None) -> float | None:
         """Seconds until the first child holding queued tasks counts as stalled."""
         now = time.monotonic() if now is None else now

@@ -97,6 +97,21 @@ def test_a_runner_whose_children_are_all_stuck_hands_its_claimed_tasks_back(
 
 
 @pytest.mark.slow
+def test_a_burst_runner_runs_the_tasks_it_handed_back_before_it_exits(cur, start_runner):
+    """Its only child is held by a slow task long enough that the runner hands the tasks
+    claimed behind it back to the queue; once the child is free it claims them again, and
+    --burst exits only when the queue is empty."""
+    fast = enqueue_noops(cur, 200)
+    slow = enqueue(cur, "sleep", [1.5])
+    fast += enqueue_noops(cur, 40)
+    runner = start_runner("--burst", "--concurrency", "1")
+    assert runner.wait(120) == 0, runner.log()
+    assert "handing" in runner.log()
+    assert all_successful_once(cur, fast) == (240, 240)
+    assert status_of(cur, slow) == "SUCCESSFUL"
+
+
+@pytest.mark.slow
 def test_runner_survives_a_postgresql_restart(dsn, connect, start_runner):
     with connect().cursor() as cur:
         before = enqueue_noops(cur, 50)
