@@ -43,6 +43,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# A lease is renewed by the once-a-second heartbeat when a quarter of it is spent: a shorter one
+# could run out between two heartbeats while its task still runs, and the task run twice.
+MIN_LEASE_SECONDS = 5
+
+
+def _lease_seconds(text: str) -> int:
+    value = int(text)
+    if value < MIN_LEASE_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_LEASE_SECONDS} (heartbeats come every second and renew a "
+            f"lease once a quarter of it is spent), got {value}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -71,8 +85,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, with_dsn: bool = Tr
     parser.add_argument("--logs-dir", type=Path, default=None,
                         help="capture each attempt's stdout/stderr under this folder and "
                              "store its file:// URI as the run's logs_uri")
-    parser.add_argument("--lease-seconds", type=_positive_int, default=60,
-                        help="lease length; heartbeats renew it every second (default: 60)")
+    parser.add_argument("--lease-seconds", type=_lease_seconds, default=60,
+                        help="lease length, at least 5; the heartbeat (every second) renews a "
+                             "lease once a quarter of it, at most 10 s, is spent (default: 60)")
     parser.add_argument("--shutdown-timeout", type=_non_negative_float, default=30.0,
                         help="seconds running tasks get to finish after SIGTERM/SIGINT before "
                              "they are stopped and handed back (default: 30)")

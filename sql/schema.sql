@@ -36,351 +36,7 @@ CREATE TYPE reproq.enqueued AS (
 
 COMMENT ON TYPE reproq.enqueued IS 'One row per input task of reproq.enqueue_many: its 1-based position, the id it maps to, whether a new row was inserted (false when deduplicated onto an existing task), and that row''s enqueued_at. A caller knows every other field of a new row from its input.';
 
-CREATE FUNCTION reproq._raise_lease_lost(p_result_id bigint) RETURNS void
-    LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $$
-declare
-    v_status text;
-begin
-    select t.status into v_status from reproq.task_runs as t where t.result_id = p_result_id;
-    if not found then
-        raise exception 'task % does not exist', p_result_id using errcode = 'RQ004';
-    end if;
-    raise exception 'lease lost on task %: it no longer runs under this lease (status now %)',
-        p_result_id, v_status
-        using errcode = 'RQ005',
-        hint = 'The lease expired and the task was reclaimed; this attempt''s outcome is dropped.';
-end;
-$$;
-
-COMMENT ON FUNCTION reproq._raise_lease_lost(p_result_id bigint) IS 'Internal: raise RQ004 (no such task) or RQ005 (lease lost) for a fenced call that matched no running row.';
-
-CREATE FUNCTION reproq._task_problem(p_task_path text, p_spec jsonb, p_queue_name text, p_priority numeric, p_max_attempts numeric, p_timeout_seconds numeric, p_lock_key text, p_concurrency_key text, p_concurrency_limit numeric, p_metadata jsonb) RETURNS text[]
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $_$
-begin
-    -- The one home of the rules for a task's fields: enqueue and enqueue_many both call it.
-    if p_task_path is null
-        or p_task_path !~ '^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$'
-    then
-        return array['RQ001', format(
-            'task_path must be a dotted import path such as "myapp.tasks.send_email", got %s',
-            coalesce(to_jsonb(p_task_path), 'null'::jsonb)
-        )];
-    end if;
-    if jsonb_typeof(p_spec) is distinct from 'object'
-        or jsonb_typeof(p_spec -> 'args') is distinct from 'array'
-        or jsonb_typeof(p_spec -> 'kwargs') is distinct from 'object'
-        or p_spec - 'args' - 'kwargs' <> '{}'::jsonb
-    then
-        return array['RQ002', format(
-            'spec must be exactly {"args": [...], "kwargs": {...}}, got %s',
-            left(coalesce(p_spec, 'null'::jsonb)::text, 200)
-        )];
-    end if;
-    if p_queue_name is null or p_queue_name = '' or length(p_queue_name) > 200 then
-        return array['RQ003', 'queue_name must be a non-empty string of at most 200 characters'];
-    end if;
-    if p_priority is null or p_priority not between -100 and 100
-        or p_priority <> trunc(p_priority)
-    then
-        return array['RQ003', format(
-            'priority must be an integer from -100 to 100, got %s', coalesce(p_priority::text, 'null')
-        )];
-    end if;
-    if p_max_attempts is null or p_max_attempts not between 1 and 1000
-        or p_max_attempts <> trunc(p_max_attempts)
-    then
-        return array['RQ003', format(
-            'max_attempts must be an integer from 1 to 1000, got %s',
-            coalesce(p_max_attempts::text, 'null')
-        )];
-    end if;
-    if p_timeout_seconds is null or p_timeout_seconds not between 1 and 31536000
-        or p_timeout_seconds <> trunc(p_timeout_seconds)
-    then
-        return array['RQ003', format(
-            'timeout_seconds must be a whole number of seconds from 1 to 31536000, got %s',
-            coalesce(p_timeout_seconds::text, 'null')
-        )];
-    end if;
-    if p_concurrency_limit is not null and (
-        p_concurrency_limit not between 1 and 1000000
-        or p_concurrency_limit <> trunc(p_concurrency_limit)
-        or p_concurrency_key is null
-    ) then
-        return array['RQ003',
-            'concurrency_limit must be a positive integer and needs a concurrency_key'];
-    end if;
-    if p_lock_key = '' then
-        return array['RQ003', 'lock_key must be a non-empty string'];
-    end if;
-    if p_concurrency_key = '' then
-        return array['RQ003', 'concurrency_key must be a non-empty string'];
-    end if;
-    if jsonb_typeof(p_metadata) is distinct from 'object' then
-        return array['RQ003', 'metadata must be a JSON object'];
-    end if;
-    return null;
-end;
-$_$;
-
-COMMENT ON FUNCTION reproq._task_problem(p_task_path text, p_spec jsonb, p_queue_name text, p_priority numeric, p_max_attempts numeric, p_timeout_seconds numeric, p_lock_key text, p_concurrency_key text, p_concurrency_limit numeric, p_metadata jsonb) IS 'Internal: the first problem with one task''s fields as {sqlstate, message}, or null when they are valid. The single home of these rules, shared by enqueue and enqueue_many.';
-
-CREATE FUNCTION reproq.backoff_seconds(p_attempt integer, p_base_seconds double precision DEFAULT 2, p_cap_seconds double precision DEFAULT 3600) RETURNS double precision
-    LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $$
-begin
-    -- Jitter spreads retries of tasks that failed together so they do not return together.
-    -- The exponent is capped too, so huge attempt numbers cannot overflow double precision.
-    return least(p_cap_seconds, p_base_seconds * power(2, least(greatest(p_attempt, 1) - 1, 60)))
-        * (1 + 0.25 * random());
-end;
-$$;
-
-COMMENT ON FUNCTION reproq.backoff_seconds(p_attempt integer, p_base_seconds double precision, p_cap_seconds double precision) IS 'Retry delay after the given attempt: d = least(cap, base * 2^(attempt-1)), times a random factor from 1 to 1.25 (jitter), so the result lies in [d, 1.25 d].';
-
-CREATE FUNCTION reproq.cancel(p_result_id bigint, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS text
-    LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $$
-declare
-    v_now timestamptz := coalesce(p_now, now());
-    v_status text;
-begin
-    select t.status into v_status
-    from reproq.task_runs as t
-    where t.result_id = p_result_id
-    for update;
-    if not found then
-        raise exception 'task % does not exist', p_result_id using errcode = 'RQ004';
-    end if;
-
-    if v_status in ('READY', 'WAITING') then
-        update reproq.task_runs as t
-        set status = 'CANCELLED', finished_at = v_now
-        where t.result_id = p_result_id;
-        return 'CANCELLED';
-    elsif v_status = 'RUNNING' then
-        update reproq.task_runs as t
-        set cancel_requested = true
-        where t.result_id = p_result_id;
-    end if;
-    return v_status;
-end;
-$$;
-
-COMMENT ON FUNCTION reproq.cancel(p_result_id bigint, p_now timestamp with time zone) IS 'Cancel a task: READY or WAITING become CANCELLED at once; a RUNNING one gets cancel_requested (its worker sees it at the next heartbeat, stops it and records CANCELLED); finished tasks are left as they are. Returns the status after the call.';
-
-CREATE FUNCTION reproq.claim(p_worker_id text, p_queues text[], p_limit integer DEFAULT 1, p_lease_seconds integer DEFAULT 60, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF reproq.claimed_task
-    LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    SET plan_cache_mode TO 'force_generic_plan'
-    SET enable_seqscan TO 'off'
-    SET jit TO 'off'
-    AS $$
-declare
-    v_now timestamptz := coalesce(p_now, now());
-    v_queues text[];
-    -- Above the highest allowed priority (100): the first probe finds the top level.
-    v_priority smallint := 101::smallint;
-    v_wanted integer := p_limit;
-    v_claimed integer;
-begin
-    if p_worker_id is null or p_worker_id = '' then
-        raise exception 'p_worker_id must be a non-empty string' using errcode = 'RQ003';
-    end if;
-    if p_queues is null or cardinality(p_queues) = 0 then
-        raise exception 'p_queues must name at least one queue' using errcode = 'RQ003';
-    end if;
-    if p_limit is null or p_limit not between 1 and 10000 then
-        raise exception 'p_limit must be from 1 to 10000, got %', p_limit using errcode = 'RQ003';
-    end if;
-    if p_lease_seconds is null or p_lease_seconds not between 1 and 31536000 then
-        raise exception 'p_lease_seconds must be from 1 to 31536000, got %', p_lease_seconds
-            using errcode = 'RQ003';
-    end if;
-
-    -- Reclaim only when there is an expired lease to take back: this probe reads the first
-    -- entry of task_runs_lease_expiry_idx, the reclaim's statement costs more even when idle.
-    if exists (
-        select from reproq.task_runs as t
-        where t.status = 'RUNNING' and t.leased_until < v_now
-    ) then
-        perform reproq.reclaim(v_now);
-    end if;
-
-    if cardinality(p_queues) = 1 and p_queues[1] is not null then
-        -- The usual call names one queue: nothing to deduplicate, only its pause to check.
-        if not exists (
-            select from reproq.queue_controls as c
-            where c.queue_name = p_queues[1] and c.paused
-        ) then
-            v_queues := p_queues;
-        end if;
-    else
-        select array_agg(distinct q.queue_name) into v_queues
-        from unnest(p_queues) as q (queue_name)
-        where q.queue_name is not null and not exists (
-            select from reproq.queue_controls as c
-            where c.queue_name = q.queue_name and c.paused
-        );
-    end if;
-
-    -- Walk the priority levels that hold READY rows, highest first, and take due rows level by
-    -- level. One index range scan over (queue, priority, run_after <= now) stops at the first
-    -- row not yet due, so rows scheduled for later (future run_after, retry backoff) are never
-    -- read: a claim costs at most a probe per priority level, not a scan of the backlog.
-    while v_wanted > 0 and v_queues is not null loop
-        select max(l.priority) into v_priority
-        from unnest(v_queues) as q (queue_name)
-        cross join lateral (
-            select t.priority
-            from reproq.task_runs as t
-            where
-                t.status = 'READY'
-                and t.queue_name = q.queue_name
-                and t.priority < v_priority
-            order by t.priority desc
-            limit 1
-        ) as l;
-        exit when v_priority is null;
-
-        return query
-        with candidate as materialized (
-            -- Per queue, the first v_wanted unlocked due rows of this level in FIFO order; the
-            -- merge keeps FIFO across queues. SKIP LOCKED: no row goes to two claimers.
-            select r.result_id
-            from unnest(v_queues) as q (queue_name)
-            cross join lateral (
-                select t.result_id, t.run_after
-                from reproq.task_runs as t
-                where
-                    t.status = 'READY'
-                    and t.queue_name = q.queue_name
-                    and t.priority = v_priority
-                    and t.run_after <= v_now
-                order by t.run_after asc, t.result_id asc
-                limit v_wanted
-                for update skip locked
-            ) as r
-            order by r.run_after asc, r.result_id asc
-            limit v_wanted
-        ),
-
-        claimed as (
-            update reproq.task_runs as t
-            set
-                status = 'RUNNING',
-                attempts = t.attempts + 1,
-                worker_ids = array_append(t.worker_ids, p_worker_id),
-                leased_by = p_worker_id,
-                leased_until = v_now + make_interval(secs => p_lease_seconds),
-                lease_token = gen_random_uuid(),
-                started_at = coalesce(t.started_at, v_now),
-                last_attempted_at = v_now
-            -- By primary key: a join to the CTE would let a generic plan (estimated 1000
-            -- candidates) scan the whole table instead.
-            where t.result_id = any(array(select c.result_id from candidate as c))
-            returning
-                t.result_id, t.task_path, t.spec_json, t.queue_name, t.priority, t.attempts,
-                t.max_attempts, t.timeout_seconds, t.lease_token, t.leased_until,
-                t.metadata_json, t.enqueued_at, t.started_at, t.run_after,
-                t.last_attempted_at, t.worker_ids, t.errors_json
-        )
-
-        select
-            c.result_id, c.task_path, c.spec_json, c.queue_name, c.priority, c.attempts,
-            c.max_attempts, c.timeout_seconds, c.lease_token, c.leased_until,
-            c.metadata_json, c.enqueued_at, c.started_at, c.run_after,
-            c.last_attempted_at, c.worker_ids, c.errors_json
-        from claimed as c
-        order by c.run_after asc, c.result_id asc;
-
-        get diagnostics v_claimed = row_count;
-        v_wanted := v_wanted - v_claimed;
-    end loop;
-end;
-$$;
-
-COMMENT ON FUNCTION reproq.claim(p_worker_id text, p_queues text[], p_limit integer, p_lease_seconds integer, p_now timestamp with time zone) IS 'Lease up to p_limit due READY tasks from the given (unpaused) queues to p_worker_id, highest priority first then FIFO, with FOR UPDATE SKIP LOCKED: no task is handed to two claimers. Each claimed task gets a fresh lease_token that fences its completion.';
-
-CREATE FUNCTION reproq.complete(p_result_id bigint, p_lease_token uuid, p_return_value jsonb DEFAULT 'null'::jsonb, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS void
-    LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $$
-begin
-    perform from reproq.complete_many(
-        array[p_result_id], array[p_lease_token], array[p_return_value], p_now
-    );
-    if not found then
-        perform reproq._raise_lease_lost(p_result_id);
-    end if;
-end;
-$$;
-
-COMMENT ON FUNCTION reproq.complete(p_result_id bigint, p_lease_token uuid, p_return_value jsonb, p_now timestamp with time zone) IS 'Mark one running task SUCCESSFUL. Raises RQ005 when the lease token no longer matches (the task was reclaimed), RQ004 when the task does not exist.';
-
-CREATE FUNCTION reproq.complete_many(p_result_ids bigint[], p_lease_tokens uuid[], p_return_values jsonb[], p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF bigint
-    LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    SET plan_cache_mode TO 'force_generic_plan'
-    SET enable_seqscan TO 'off'
-    AS $$
-declare
-    v_now timestamptz := coalesce(p_now, now());
-begin
-    if cardinality(p_result_ids) is distinct from cardinality(p_lease_tokens)
-        or cardinality(p_result_ids) is distinct from cardinality(p_return_values)
-    then
-        raise exception 'p_result_ids, p_lease_tokens and p_return_values must be equally long'
-            using errcode = 'RQ003';
-    end if;
-
-    return query
-    with done as (
-        update reproq.task_runs as t
-        set
-            status = 'SUCCESSFUL',
-            return_json = u.return_value,
-            finished_at = v_now,
-            leased_by = null,
-            leased_until = null,
-            lease_token = null
-        from unnest(p_result_ids, p_lease_tokens, p_return_values)
-            as u (result_id, lease_token, return_value)
-        -- Only a RUNNING row holds a lease token (task_runs_lease_iff_running), so the token
-        -- match is the status check. Spelling out status = 'RUNNING' as well would let the
-        -- planner drive the join from task_runs_lease_expiry_idx, i.e. from every RUNNING row.
-        where t.result_id = u.result_id and t.lease_token = u.lease_token
-        returning t.result_id
-    )
-
-    select d.result_id from done as d;
-end;
-$$;
-
-COMMENT ON FUNCTION reproq.complete_many(p_result_ids bigint[], p_lease_tokens uuid[], p_return_values jsonb[], p_now timestamp with time zone) IS 'Mark many running tasks SUCCESSFUL with their return values; fenced by lease token. Returns the ids accepted: an id missing from the result had lost its lease and was left untouched.';
-
-CREATE FUNCTION reproq.enqueue(p_task_path text, p_spec jsonb DEFAULT '{"args": [], "kwargs": {}}'::jsonb, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_run_after timestamp with time zone DEFAULT NULL::timestamp with time zone, p_max_attempts integer DEFAULT 3, p_timeout_seconds integer DEFAULT 900, p_lock_key text DEFAULT NULL::text, p_concurrency_key text DEFAULT NULL::text, p_concurrency_limit integer DEFAULT NULL::integer, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_metadata jsonb DEFAULT '{}'::jsonb, p_dedup boolean DEFAULT true, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS bigint
-    LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $$
-begin
-    return (reproq.enqueue_one(
-        p_task_path, p_spec, p_queue, p_priority, p_run_after, p_max_attempts,
-        p_timeout_seconds, p_lock_key, p_concurrency_key, p_concurrency_limit, p_expires_at,
-        p_metadata, p_dedup, p_now
-    )).result_id;
-end;
-$$;
-
-COMMENT ON FUNCTION reproq.enqueue(p_task_path text, p_spec jsonb, p_queue text, p_priority integer, p_run_after timestamp with time zone, p_max_attempts integer, p_timeout_seconds integer, p_lock_key text, p_concurrency_key text, p_concurrency_limit integer, p_expires_at timestamp with time zone, p_metadata jsonb, p_dedup boolean, p_now timestamp with time zone) IS 'Enqueue one task and return its result_id (an existing one when deduplicated), i.e. reproq.enqueue_one''s result_id. Example: select reproq.enqueue(''myapp.tasks.send_email'', ''{"args":[1],"kwargs":{}}''::jsonb, p_queue => ''emails'');';
-
-CREATE FUNCTION reproq.enqueue_many(p_tasks jsonb, p_dedup boolean DEFAULT true, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF reproq.enqueued
+CREATE FUNCTION reproq._enqueue_many_unchecked(p_tasks jsonb, p_dedup boolean DEFAULT true, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF reproq.enqueued
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $_$
@@ -682,6 +338,444 @@ begin
 end;
 $_$;
 
+COMMENT ON FUNCTION reproq._enqueue_many_unchecked(p_tasks jsonb, p_dedup boolean, p_now timestamp with time zone) IS 'Internal: reproq.enqueue_many''s work, for a batch whose timestamps PostgreSQL can read (an impossible one raises 22007/22008/22009 here). Call reproq.enqueue_many instead.';
+
+CREATE FUNCTION reproq._raise_lease_lost(p_result_id bigint) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+declare
+    v_status text;
+begin
+    select t.status into v_status from reproq.task_runs as t where t.result_id = p_result_id;
+    if not found then
+        raise exception 'task % does not exist', p_result_id using errcode = 'RQ004';
+    end if;
+    raise exception 'lease lost on task %: it no longer runs under this lease (status now %)',
+        p_result_id, v_status
+        using errcode = 'RQ005',
+        hint = 'The lease expired and the task was reclaimed; this attempt''s outcome is dropped.';
+end;
+$$;
+
+COMMENT ON FUNCTION reproq._raise_lease_lost(p_result_id bigint) IS 'Internal: raise RQ004 (no such task) or RQ005 (lease lost) for a fenced call that matched no running row.';
+
+CREATE FUNCTION reproq._task_problem(p_task_path text, p_spec jsonb, p_queue_name text, p_priority numeric, p_max_attempts numeric, p_timeout_seconds numeric, p_lock_key text, p_concurrency_key text, p_concurrency_limit numeric, p_metadata jsonb) RETURNS text[]
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+begin
+    -- The one home of the rules for a task's fields: enqueue and enqueue_many both call it.
+    if p_task_path is null
+        or p_task_path !~ '^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$'
+    then
+        return array['RQ001', format(
+            'task_path must be a dotted import path such as "myapp.tasks.send_email", got %s',
+            coalesce(to_jsonb(p_task_path), 'null'::jsonb)
+        )];
+    end if;
+    if jsonb_typeof(p_spec) is distinct from 'object'
+        or jsonb_typeof(p_spec -> 'args') is distinct from 'array'
+        or jsonb_typeof(p_spec -> 'kwargs') is distinct from 'object'
+        or p_spec - 'args' - 'kwargs' <> '{}'::jsonb
+    then
+        return array['RQ002', format(
+            'spec must be exactly {"args": [...], "kwargs": {...}}, got %s',
+            left(coalesce(p_spec, 'null'::jsonb)::text, 200)
+        )];
+    end if;
+    if p_queue_name is null or p_queue_name = '' or length(p_queue_name) > 200 then
+        return array['RQ003', 'queue_name must be a non-empty string of at most 200 characters'];
+    end if;
+    if p_priority is null or p_priority not between -100 and 100
+        or p_priority <> trunc(p_priority)
+    then
+        return array['RQ003', format(
+            'priority must be an integer from -100 to 100, got %s', coalesce(p_priority::text, 'null')
+        )];
+    end if;
+    if p_max_attempts is null or p_max_attempts not between 1 and 1000
+        or p_max_attempts <> trunc(p_max_attempts)
+    then
+        return array['RQ003', format(
+            'max_attempts must be an integer from 1 to 1000, got %s',
+            coalesce(p_max_attempts::text, 'null')
+        )];
+    end if;
+    if p_timeout_seconds is null or p_timeout_seconds not between 1 and 31536000
+        or p_timeout_seconds <> trunc(p_timeout_seconds)
+    then
+        return array['RQ003', format(
+            'timeout_seconds must be a whole number of seconds from 1 to 31536000, got %s',
+            coalesce(p_timeout_seconds::text, 'null')
+        )];
+    end if;
+    if p_concurrency_limit is not null and (
+        p_concurrency_limit not between 1 and 1000000
+        or p_concurrency_limit <> trunc(p_concurrency_limit)
+        or p_concurrency_key is null
+    ) then
+        return array['RQ003',
+            'concurrency_limit must be a positive integer and needs a concurrency_key'];
+    end if;
+    if p_lock_key = '' then
+        return array['RQ003', 'lock_key must be a non-empty string'];
+    end if;
+    if p_concurrency_key = '' then
+        return array['RQ003', 'concurrency_key must be a non-empty string'];
+    end if;
+    if jsonb_typeof(p_metadata) is distinct from 'object' then
+        return array['RQ003', 'metadata must be a JSON object'];
+    end if;
+    return null;
+end;
+$_$;
+
+COMMENT ON FUNCTION reproq._task_problem(p_task_path text, p_spec jsonb, p_queue_name text, p_priority numeric, p_max_attempts numeric, p_timeout_seconds numeric, p_lock_key text, p_concurrency_key text, p_concurrency_limit numeric, p_metadata jsonb) IS 'Internal: the first problem with one task''s fields as {sqlstate, message}, or null when they are valid. The single home of these rules, shared by enqueue and enqueue_many.';
+
+CREATE FUNCTION reproq.backoff_seconds(p_attempt integer, p_base_seconds double precision DEFAULT 2, p_cap_seconds double precision DEFAULT 3600) RETURNS double precision
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+begin
+    -- Jitter spreads retries of tasks that failed together so they do not return together.
+    -- The exponent is capped too, so huge attempt numbers cannot overflow double precision.
+    return least(p_cap_seconds, p_base_seconds * power(2, least(greatest(p_attempt, 1) - 1, 60)))
+        * (1 + 0.25 * random());
+end;
+$$;
+
+COMMENT ON FUNCTION reproq.backoff_seconds(p_attempt integer, p_base_seconds double precision, p_cap_seconds double precision) IS 'Retry delay after the given attempt: d = least(cap, base * 2^(attempt-1)), times a random factor from 1 to 1.25 (jitter), so the result lies in [d, 1.25 d].';
+
+CREATE FUNCTION reproq.cancel(p_result_id bigint, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS text
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+declare
+    v_now timestamptz := coalesce(p_now, now());
+    v_status text;
+begin
+    select t.status into v_status
+    from reproq.task_runs as t
+    where t.result_id = p_result_id
+    for update;
+    if not found then
+        raise exception 'task % does not exist', p_result_id using errcode = 'RQ004';
+    end if;
+
+    if v_status in ('READY', 'WAITING') then
+        update reproq.task_runs as t
+        set status = 'CANCELLED', finished_at = v_now
+        where t.result_id = p_result_id;
+        return 'CANCELLED';
+    elsif v_status = 'RUNNING' then
+        update reproq.task_runs as t
+        set cancel_requested = true
+        where t.result_id = p_result_id;
+    end if;
+    return v_status;
+end;
+$$;
+
+COMMENT ON FUNCTION reproq.cancel(p_result_id bigint, p_now timestamp with time zone) IS 'Cancel a task: READY or WAITING become CANCELLED at once; a RUNNING one gets cancel_requested (its worker sees it at the next heartbeat, stops it and records CANCELLED); finished tasks are left as they are. Returns the status after the call.';
+
+CREATE FUNCTION reproq.claim(p_worker_id text, p_queues text[], p_limit integer DEFAULT 1, p_lease_seconds integer DEFAULT 60, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF reproq.claimed_task
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
+    AS $$
+declare
+    v_now timestamptz := coalesce(p_now, now());
+    v_queues text[];
+    -- Above the highest allowed priority (100): the first probe finds the top level.
+    v_priority smallint := 101::smallint;
+    v_wanted integer := p_limit;
+    v_claimed integer;
+begin
+    if p_worker_id is null or p_worker_id = '' then
+        raise exception 'p_worker_id must be a non-empty string' using errcode = 'RQ003';
+    end if;
+    if p_queues is null or cardinality(p_queues) = 0 then
+        raise exception 'p_queues must name at least one queue' using errcode = 'RQ003';
+    end if;
+    if p_limit is null or p_limit not between 1 and 10000 then
+        raise exception 'p_limit must be from 1 to 10000, got %', p_limit using errcode = 'RQ003';
+    end if;
+    if p_lease_seconds is null or p_lease_seconds not between 1 and 31536000 then
+        raise exception 'p_lease_seconds must be from 1 to 31536000, got %', p_lease_seconds
+            using errcode = 'RQ003';
+    end if;
+
+    -- Reclaim only when there is an expired lease to take back: this probe reads the first
+    -- entry of task_runs_lease_expiry_idx, the reclaim's statement costs more even when idle.
+    if exists (
+        select from reproq.task_runs as t
+        where t.status = 'RUNNING' and t.leased_until < v_now
+    ) then
+        perform reproq.reclaim(v_now);
+    end if;
+
+    if cardinality(p_queues) = 1 and p_queues[1] is not null then
+        -- The usual call names one queue: nothing to deduplicate, only its pause to check.
+        if not exists (
+            select from reproq.queue_controls as c
+            where c.queue_name = p_queues[1] and c.paused
+        ) then
+            v_queues := p_queues;
+        end if;
+    else
+        select array_agg(distinct q.queue_name) into v_queues
+        from unnest(p_queues) as q (queue_name)
+        where q.queue_name is not null and not exists (
+            select from reproq.queue_controls as c
+            where c.queue_name = q.queue_name and c.paused
+        );
+    end if;
+
+    -- Walk the priority levels that hold READY rows, highest first, and take due rows level by
+    -- level. One index range scan over (queue, priority, run_after <= now) stops at the first
+    -- row not yet due, so rows scheduled for later (future run_after, retry backoff) are never
+    -- read: a claim costs at most a probe per priority level, not a scan of the backlog.
+    while v_wanted > 0 and v_queues is not null loop
+        select max(l.priority) into v_priority
+        from unnest(v_queues) as q (queue_name)
+        cross join lateral (
+            select t.priority
+            from reproq.task_runs as t
+            where
+                t.status = 'READY'
+                and t.queue_name = q.queue_name
+                and t.priority < v_priority
+            order by t.priority desc
+            limit 1
+        ) as l;
+        exit when v_priority is null;
+
+        return query
+        with candidate as materialized (
+            -- Per queue, the first v_wanted unlocked due rows of this level in FIFO order; the
+            -- merge keeps FIFO across queues. SKIP LOCKED: no row goes to two claimers.
+            select r.result_id
+            from unnest(v_queues) as q (queue_name)
+            cross join lateral (
+                select t.result_id, t.run_after
+                from reproq.task_runs as t
+                where
+                    t.status = 'READY'
+                    and t.queue_name = q.queue_name
+                    and t.priority = v_priority
+                    and t.run_after <= v_now
+                order by t.run_after asc, t.result_id asc
+                limit v_wanted
+                for update skip locked
+            ) as r
+            order by r.run_after asc, r.result_id asc
+            limit v_wanted
+        ),
+
+        claimed as (
+            update reproq.task_runs as t
+            set
+                status = 'RUNNING',
+                attempts = t.attempts + 1,
+                worker_ids = array_append(t.worker_ids, p_worker_id),
+                leased_by = p_worker_id,
+                leased_until = v_now + make_interval(secs => p_lease_seconds),
+                lease_token = gen_random_uuid(),
+                started_at = coalesce(t.started_at, v_now),
+                last_attempted_at = v_now
+            -- By primary key: a join to the CTE would let a generic plan (estimated 1000
+            -- candidates) scan the whole table instead.
+            where t.result_id = any(array(select c.result_id from candidate as c))
+            returning
+                t.result_id, t.task_path, t.spec_json, t.queue_name, t.priority, t.attempts,
+                t.max_attempts, t.timeout_seconds, t.lease_token, t.leased_until,
+                t.metadata_json, t.enqueued_at, t.started_at, t.run_after,
+                t.last_attempted_at, t.worker_ids, t.errors_json
+        )
+
+        select
+            c.result_id, c.task_path, c.spec_json, c.queue_name, c.priority, c.attempts,
+            c.max_attempts, c.timeout_seconds, c.lease_token, c.leased_until,
+            c.metadata_json, c.enqueued_at, c.started_at, c.run_after,
+            c.last_attempted_at, c.worker_ids, c.errors_json
+        from claimed as c
+        order by c.run_after asc, c.result_id asc;
+
+        get diagnostics v_claimed = row_count;
+        v_wanted := v_wanted - v_claimed;
+    end loop;
+end;
+$$;
+
+COMMENT ON FUNCTION reproq.claim(p_worker_id text, p_queues text[], p_limit integer, p_lease_seconds integer, p_now timestamp with time zone) IS 'Lease up to p_limit due READY tasks from the given (unpaused) queues to p_worker_id, highest priority first then FIFO, with FOR UPDATE SKIP LOCKED: no task is handed to two claimers. Each claimed task gets a fresh lease_token that fences its completion.';
+
+CREATE FUNCTION reproq.complete(p_result_id bigint, p_lease_token uuid, p_return_value jsonb DEFAULT 'null'::jsonb, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+begin
+    perform from reproq.complete_many(
+        array[p_result_id], array[p_lease_token], array[p_return_value], p_now
+    );
+    if not found then
+        perform reproq._raise_lease_lost(p_result_id);
+    end if;
+end;
+$$;
+
+COMMENT ON FUNCTION reproq.complete(p_result_id bigint, p_lease_token uuid, p_return_value jsonb, p_now timestamp with time zone) IS 'Mark one running task SUCCESSFUL. Raises RQ005 when the lease token no longer matches (the task was reclaimed), RQ004 when the task does not exist.';
+
+CREATE FUNCTION reproq.complete_many(p_result_ids bigint[], p_lease_tokens uuid[], p_return_values jsonb[], p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF bigint
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET enable_seqscan TO 'off'
+    AS $$
+declare
+    v_now timestamptz := coalesce(p_now, now());
+    v_done integer;
+    v_repeated bigint;
+begin
+    if cardinality(p_result_ids) is distinct from cardinality(p_lease_tokens)
+        or cardinality(p_result_ids) is distinct from cardinality(p_return_values)
+    then
+        raise exception 'p_result_ids, p_lease_tokens and p_return_values must be equally long'
+            using errcode = 'RQ003';
+    end if;
+
+    return query
+    with done as (
+        update reproq.task_runs as t
+        set
+            status = 'SUCCESSFUL',
+            return_json = u.return_value,
+            finished_at = v_now,
+            leased_by = null,
+            leased_until = null,
+            lease_token = null
+        from unnest(p_result_ids, p_lease_tokens, p_return_values)
+            as u (result_id, lease_token, return_value)
+        -- Only a RUNNING row holds a lease token (task_runs_lease_iff_running), so the token
+        -- match is the status check. Spelling out status = 'RUNNING' as well would let the
+        -- planner drive the join from task_runs_lease_expiry_idx, i.e. from every RUNNING row.
+        where t.result_id = u.result_id and t.lease_token = u.lease_token
+        returning t.result_id
+    )
+
+    select d.result_id from done as d;
+
+    -- A row is updated once however many times its id is given, so when every id was accepted
+    -- none was repeated: the usual call pays nothing for this check. Otherwise look for a
+    -- repeated id (its row would have kept either return value) and refuse the whole call.
+    get diagnostics v_done = row_count;
+    if v_done < cardinality(p_result_ids) then
+        select u.result_id into v_repeated
+        from unnest(p_result_ids) with ordinality as u (result_id, position)
+        where u.result_id is not null
+        group by u.result_id
+        having count(*) > 1
+        order by min(u.position)
+        limit 1;
+        if v_repeated is not null then
+            raise exception 'p_result_ids must not repeat an id, got % more than once', v_repeated
+                using errcode = 'RQ003';
+        end if;
+    end if;
+end;
+$$;
+
+COMMENT ON FUNCTION reproq.complete_many(p_result_ids bigint[], p_lease_tokens uuid[], p_return_values jsonb[], p_now timestamp with time zone) IS 'Mark many running tasks SUCCESSFUL with their return values; fenced by lease token. Returns the ids accepted: an id missing from the result had lost its lease and was left untouched. An id given twice refuses the whole call (RQ003).';
+
+CREATE FUNCTION reproq.enqueue(p_task_path text, p_spec jsonb DEFAULT '{"args": [], "kwargs": {}}'::jsonb, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_run_after timestamp with time zone DEFAULT NULL::timestamp with time zone, p_max_attempts integer DEFAULT 3, p_timeout_seconds integer DEFAULT 900, p_lock_key text DEFAULT NULL::text, p_concurrency_key text DEFAULT NULL::text, p_concurrency_limit integer DEFAULT NULL::integer, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_metadata jsonb DEFAULT '{}'::jsonb, p_dedup boolean DEFAULT true, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+begin
+    return (reproq.enqueue_one(
+        p_task_path, p_spec, p_queue, p_priority, p_run_after, p_max_attempts,
+        p_timeout_seconds, p_lock_key, p_concurrency_key, p_concurrency_limit, p_expires_at,
+        p_metadata, p_dedup, p_now
+    )).result_id;
+end;
+$$;
+
+COMMENT ON FUNCTION reproq.enqueue(p_task_path text, p_spec jsonb, p_queue text, p_priority integer, p_run_after timestamp with time zone, p_max_attempts integer, p_timeout_seconds integer, p_lock_key text, p_concurrency_key text, p_concurrency_limit integer, p_expires_at timestamp with time zone, p_metadata jsonb, p_dedup boolean, p_now timestamp with time zone) IS 'Enqueue one task and return its result_id (an existing one when deduplicated), i.e. reproq.enqueue_one''s result_id. Example: select reproq.enqueue(''myapp.tasks.send_email'', ''{"args":[1],"kwargs":{}}''::jsonb, p_queue => ''emails'');';
+
+CREATE FUNCTION reproq.enqueue_many(p_tasks jsonb, p_dedup boolean DEFAULT true, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF reproq.enqueued
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+declare
+    v_readable boolean := true;
+    v_sqlstate text;
+    v_message text;
+    v_position bigint;
+    v_field text;
+    v_value jsonb;
+begin
+    -- The JSON shape rules of _enqueue_many_unchecked admit a timestamp such as
+    -- "2030-02-30T00:00:00Z" that no timestamptz can hold. So when an item has a timestamp,
+    -- read them all first, in a subtransaction that writes nothing: it takes no transaction id,
+    -- so a transaction may enqueue any number of batches without overflowing the 64 cached
+    -- subtransaction ids. Values of the wrong JSON type fail here too and are then reported by
+    -- _enqueue_many_unchecked's own checks.
+    if jsonb_typeof(p_tasks) = 'array'
+        and p_tasks @? '$[*] ? (exists (@.run_after) || exists (@.expires_at))'
+    then
+        begin
+            perform
+                count((t.item ->> 'run_after')::timestamptz),
+                count((t.item ->> 'expires_at')::timestamptz)
+            from jsonb_array_elements(p_tasks) as t (item);
+        exception
+            -- Whatever failed (a bad timestamp, a time zone name of a value the shape rules
+            -- refuse anyway) fails again below, where it is reported.
+            when others then v_readable := false;
+        end;
+    end if;
+
+    if v_readable then
+        return query select * from reproq._enqueue_many_unchecked(p_tasks, p_dedup, p_now);
+        return;
+    end if;
+
+    -- Some timestamp is unreadable. Every other problem of the batch comes first:
+    -- _enqueue_many_unchecked reports it as usual, and reaches the timestamps only when there
+    -- is none. Then name the first item whose timestamp cannot be read.
+    begin
+        return query select * from reproq._enqueue_many_unchecked(p_tasks, p_dedup, p_now);
+        return;
+    exception
+        when invalid_datetime_format
+            or datetime_field_overflow
+            or invalid_time_zone_displacement_value
+            then get stacked diagnostics v_sqlstate = returned_sqlstate, v_message = message_text;
+    end;
+    for v_position, v_field, v_value in
+        select t.position, f.field, t.item -> f.field
+        from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
+        cross join unnest(array['run_after', 'expires_at']) with ordinality as f (field, n)
+        order by t.position, f.n
+    loop
+        begin
+            perform (v_value #>> '{}')::timestamptz;
+        exception
+            when invalid_datetime_format
+                or datetime_field_overflow
+                or invalid_time_zone_displacement_value
+                then raise exception 'task %: % must be a valid date and time, got % (%)',
+                    v_position, v_field, v_value, regexp_replace(sqlerrm, ': ".*"$', '')
+                    using errcode = 'RQ003';
+        end;
+    end loop;
+    -- Not reached (the cast that failed for the batch fails for its item): PostgreSQL's error.
+    raise exception using errcode = v_sqlstate, message = v_message;
+end;
+$_$;
+
 COMMENT ON FUNCTION reproq.enqueue_many(p_tasks jsonb, p_dedup boolean, p_now timestamp with time zone) IS 'Enqueue a JSON array of task objects, all or nothing. Returns one row per input (position, result_id, created, enqueued_at). With dedup, a spec identical to a READY or RUNNING dedup task maps to that task instead of inserting. One pg_notify per call.';
 
 CREATE FUNCTION reproq.enqueue_one(p_task_path text, p_spec jsonb DEFAULT '{"args": [], "kwargs": {}}'::jsonb, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_run_after timestamp with time zone DEFAULT NULL::timestamp with time zone, p_max_attempts integer DEFAULT 3, p_timeout_seconds integer DEFAULT 900, p_lock_key text DEFAULT NULL::text, p_concurrency_key text DEFAULT NULL::text, p_concurrency_limit integer DEFAULT NULL::integer, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_metadata jsonb DEFAULT '{}'::jsonb, p_dedup boolean DEFAULT true, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS reproq.enqueued
@@ -812,27 +906,46 @@ CREATE FUNCTION reproq.heartbeat(p_worker_id text, p_lease_seconds integer DEFAU
     AS $$
 declare
     v_now timestamptz := coalesce(p_now, now());
+    v_renew_before timestamptz;
 begin
     if p_lease_seconds is null or p_lease_seconds not between 1 and 31536000 then
         raise exception 'p_lease_seconds must be from 1 to 31536000, got %', p_lease_seconds
             using errcode = 'RQ003';
     end if;
+    -- A lease is renewed once a quarter of it is spent, at most 10 s of it (a 60 s lease after
+    -- 10 s, a 4 s lease after 1 s): until then a renewal would only write a new row version.
+    v_renew_before := v_now + make_interval(secs => p_lease_seconds)
+        - make_interval(secs => least(p_lease_seconds / 4.0, 10));
 
     update reproq.workers as w set last_seen_at = v_now where w.worker_id = p_worker_id;
 
+    -- The worker's RUNNING rows in two disjoint ranges of task_runs_lease_expiry_idx: the
+    -- leases due for renewal are renewed, the others only read, and the cancellation requests
+    -- of both are returned.
     return query
     with renewed as (
         update reproq.task_runs as t
         set leased_until = v_now + make_interval(secs => p_lease_seconds)
-        where t.status = 'RUNNING' and t.leased_by = p_worker_id
+        where
+            t.status = 'RUNNING'
+            and t.leased_by = p_worker_id
+            and t.leased_until <= v_renew_before
         returning t.result_id, t.cancel_requested
     )
 
-    select r.result_id from renewed as r where r.cancel_requested;
+    select r.result_id from renewed as r where r.cancel_requested
+    union all
+    select t.result_id
+    from reproq.task_runs as t
+    where
+        t.status = 'RUNNING'
+        and t.leased_by = p_worker_id
+        and t.leased_until > v_renew_before
+        and t.cancel_requested;
 end;
 $$;
 
-COMMENT ON FUNCTION reproq.heartbeat(p_worker_id text, p_lease_seconds integer, p_now timestamp with time zone) IS 'Extend the leases of all tasks p_worker_id is running and mark the worker seen. Returns the ids of its tasks whose cancellation was requested.';
+COMMENT ON FUNCTION reproq.heartbeat(p_worker_id text, p_lease_seconds integer, p_now timestamp with time zone) IS 'Mark the worker seen and renew the leases of the tasks p_worker_id is running once a quarter of a lease is spent (at most 10 s of it): fresher leases are left as they are. Returns the ids of all its running tasks whose cancellation was requested.';
 
 CREATE TABLE reproq.queue_controls (
     queue_name text NOT NULL,
@@ -1020,6 +1133,9 @@ CREATE FUNCTION reproq.set_logs_uris(p_result_ids bigint[], p_lease_tokens uuid[
     SET plan_cache_mode TO 'force_generic_plan'
     SET enable_seqscan TO 'off'
     AS $$
+declare
+    v_recorded integer;
+    v_repeated bigint;
 begin
     if cardinality(p_result_ids) is distinct from cardinality(p_lease_tokens)
         or cardinality(p_result_ids) is distinct from cardinality(p_logs_uris)
@@ -1041,10 +1157,26 @@ begin
     )
 
     select r.result_id from recorded as r;
+
+    -- As in complete_many: only a call that left some id out can have repeated one.
+    get diagnostics v_recorded = row_count;
+    if v_recorded < cardinality(p_result_ids) then
+        select u.result_id into v_repeated
+        from unnest(p_result_ids) with ordinality as u (result_id, position)
+        where u.result_id is not null
+        group by u.result_id
+        having count(*) > 1
+        order by min(u.position)
+        limit 1;
+        if v_repeated is not null then
+            raise exception 'p_result_ids must not repeat an id, got % more than once', v_repeated
+                using errcode = 'RQ003';
+        end if;
+    end if;
 end;
 $$;
 
-COMMENT ON FUNCTION reproq.set_logs_uris(p_result_ids bigint[], p_lease_tokens uuid[], p_logs_uris text[]) IS 'Record where each running attempt''s stdout/stderr log is kept, for many tasks at once; fenced by lease token. Returns the ids accepted (the others had lost their lease).';
+COMMENT ON FUNCTION reproq.set_logs_uris(p_result_ids bigint[], p_lease_tokens uuid[], p_logs_uris text[]) IS 'Record where each running attempt''s stdout/stderr log is kept, for many tasks at once; fenced by lease token. Returns the ids accepted (the others had lost their lease). An id given twice refuses the whole call (RQ003).';
 
 CREATE FUNCTION reproq.spec_hash(p_task_path text, p_queue_name text, p_spec jsonb) RETURNS bytea
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE

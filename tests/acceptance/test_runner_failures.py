@@ -20,11 +20,11 @@ def assert_runner_still_works(cur):
 def test_sigkilled_runner_task_is_finished_by_another_runner(cur, start_runner, tmp_path):
     marker = tmp_path / "started"
     result_id = enqueue(cur, "sleep_once", [60, str(marker)], max_attempts=2)
-    doomed = start_runner("--lease-seconds", "2")
+    doomed = start_runner("--lease-seconds", "5")
     wait_for(marker.exists, message="task start in the first runner")
     doomed.signal(signal.SIGKILL)
     doomed.wait()
-    rescuer = start_runner("--lease-seconds", "2")
+    rescuer = start_runner("--lease-seconds", "5")
     wait_for(lambda: status_of(cur, result_id) == "SUCCESSFUL", message="rescue")
     run = queries.get_task_run(cur, result_id)
     assert run.attempts == 2 and run.worker_ids == [doomed.worker_id, rescuer.worker_id]

@@ -97,3 +97,26 @@ def test_complete_many_refuses_arrays_of_different_lengths(cur):
         queries._execute(cur, "select reproq.complete_many(%s, %s, %s::jsonb[])",
                          ([result_id], [task.lease_token, task.lease_token], ["1"]))
     assert snapshot(cur) == before
+
+
+@pytest.mark.parametrize("case", ["other value", "one token wrong", "same outcome twice",
+                                  "first repeat named"])
+def test_complete_many_refuses_a_repeated_id_and_writes_nothing(cur, case):
+    ids = [enqueue(cur, [i]) for i in range(3)]
+    tasks = queries.claim(cur, "w", ["default"], 3, now=T0)
+    first, second, third = [(t.result_id, t.lease_token, queries.dumps_json(t.result_id))
+                            for t in tasks]
+    outcomes, repeated = {
+        "other value": ([first, second, third, (ids[1], tasks[1].lease_token, '"again"')],
+                        ids[1]),
+        "one token wrong": ([third, (ids[2], uuid.uuid4(), '"stale"'), first], ids[2]),
+        "same outcome twice": ([first, first], ids[0]),
+        "first repeat named": ([third, second, first, second, third], ids[2]),
+    }[case]
+    before = snapshot(cur)
+    with pytest.raises(InvalidArgument) as info:
+        queries.complete_many(cur, outcomes, now=at(5))
+    assert info.value.sqlstate == "RQ003"
+    assert str(info.value) == f"p_result_ids must not repeat an id, got {repeated} more than once"
+    assert snapshot(cur) == before
+    assert queries.complete_many(cur, [first, second, third], now=at(6)) == set(ids)

@@ -216,3 +216,63 @@ def test_enqueue_one_refuses_bad_input_like_enqueue(cur):
     with pytest.raises(InvalidArgument, match="priority"):
         queries.enqueue_one(cur, "app.tasks.t", priority=500)
     assert count_rows(cur) == 0
+
+
+IMPOSSIBLE_TIMESTAMPS = [
+    ("run_after", "2030-02-30T00:00:00Z", "date/time field value out of range"),
+    ("run_after", "2031-02-29 12:00+01:00", "date/time field value out of range"),
+    ("run_after", "2030-13-01T00:00:00Z", "date/time field value out of range"),
+    ("run_after", "0000-01-01T00:00:00Z", "date/time field value out of range"),
+    ("expires_at", "2030-01-01T25:00:00Z", "date/time field value out of range"),
+    ("expires_at", "2030-01-01T23:61:00Z", "date/time field value out of range"),
+    ("expires_at", "2030-01-01T00:00:00+16:00", "time zone displacement out of range"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "problem"), IMPOSSIBLE_TIMESTAMPS)
+@pytest.mark.parametrize("position", [1, 2])
+def test_impossible_batch_timestamps_are_refused_naming_the_item(cur, field, value, problem,
+                                                                 position):
+    bad = {**queries.task_item("app.tasks.t", [1]), field: value}
+    items = [bad] if position == 1 else [queries.task_item("app.tasks.t", [0]), bad]
+    with pytest.raises(InvalidArgument) as info:
+        queries.enqueue_many(cur, items)
+    assert info.value.sqlstate == "RQ003"
+    assert str(info.value) == (
+        f'task {position}: {field} must be a valid date and time, got "{value}" ({problem})')
+    assert count_rows(cur) == 0
+
+
+def test_the_first_item_with_an_impossible_timestamp_is_named(cur):
+    items = [queries.task_item("app.tasks.t", [i], run_after="2030-01-01T00:00:00Z",
+                               expires_at="2030-01-02T00:00:00Z") for i in range(5)]
+    items[3]["expires_at"] = "2030-04-31T00:00:00Z"
+    items[4]["run_after"] = "2030-04-31T00:00:00Z"
+    with pytest.raises(InvalidArgument, match=r'^task 4: expires_at .* got "2030-04-31T00:00:00Z"'):
+        queries.enqueue_many(cur, items)
+    assert count_rows(cur) == 0
+
+
+def test_other_problems_of_a_batch_are_reported_before_an_impossible_timestamp(cur):
+    items = [{**queries.task_item("app.tasks.t", [0]), "run_after": "2030-02-30T00:00:00Z"},
+             queries.task_item("app.tasks.t", [1], priority=101)]
+    with pytest.raises(InvalidArgument, match="^task 2: priority"):
+        queries.enqueue_many(cur, items)
+    items[1] = {**queries.task_item("app.tasks.t", [1]), "run_after": "garbage"}
+    with pytest.raises(InvalidArgument, match="^task 2: run_after and expires_at must be ISO"):
+        queries.enqueue_many(cur, items)
+    assert count_rows(cur) == 0
+
+
+def test_possible_edge_timestamps_are_accepted(cur):
+    rows = queries.enqueue_many(cur, [
+        queries.task_item("app.tasks.t", [1], run_after="2032-02-29T23:59:59.999999+15:59"),
+        queries.task_item("app.tasks.t", [2], expires_at="9999-12-31T00:00:00-00:00"),
+        {**queries.task_item("app.tasks.t", [3]), "run_after": None, "expires_at": None},
+    ], now=datetime(2030, 1, 1, tzinfo=UTC))
+    assert [r.created for r in rows] == [True, True, True]
+    by_id = {r.result_id: r for r in queries.get_task_runs(cur, [r.result_id for r in rows])}
+    runs = [by_id[r.result_id] for r in rows]
+    assert runs[0].run_after == datetime(2032, 2, 29, 8, 0, 59, 999999, tzinfo=UTC)
+    assert runs[1].expires_at == datetime(9999, 12, 31, tzinfo=UTC)
+    assert (runs[2].run_after, runs[2].expires_at) == (datetime(2030, 1, 1, tzinfo=UTC), None)

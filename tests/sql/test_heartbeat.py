@@ -1,4 +1,4 @@
-"""reproq.heartbeat: extends one worker's leases, reports cancellations, marks it seen."""
+"""reproq.heartbeat: renews one worker's spent leases, reports cancellations, marks it seen."""
 
 import pytest
 
@@ -20,6 +20,62 @@ def test_heartbeat_extends_only_this_workers_leases(cur):
     assert run(cur, theirs).leased_until == at(10)
     assert queries.reclaim(cur, now=at(20)) == 1
     assert (run(cur, mine).status, run(cur, theirs).status) == ("RUNNING", "READY")
+
+
+def lease_row(cur, result_id):
+    """(xmin, leased_until): xmin changes whenever anything writes the row."""
+    cur.execute("select xmin::text, leased_until from reproq.task_runs where result_id = %s",
+                (result_id,))
+    return cur.fetchone()
+
+
+def test_a_fresh_lease_is_left_as_it_is_until_a_quarter_of_it_is_spent(cur):
+    result_id = enqueue(cur)
+    queries.claim(cur, "w1", ["default"], 1, 60, now=T0)
+    claimed = lease_row(cur, result_id)
+    # A 60 s lease is renewed once 10 s of it are spent (a quarter, at most 10 s).
+    for seconds in (0, 1, 5, 9.999):
+        assert queries.heartbeat(cur, "w1", 60, now=at(seconds)) == []
+        assert lease_row(cur, result_id) == claimed
+    queries.heartbeat(cur, "w1", 60, now=at(10))
+    renewed = lease_row(cur, result_id)
+    assert renewed[1] == at(70) and renewed[0] != claimed[0]
+    queries.heartbeat(cur, "w1", 60, now=at(11))
+    assert lease_row(cur, result_id) == renewed
+
+
+@pytest.mark.parametrize(("lease_seconds", "fresh_until"), [(4, 1), (1, 0.25), (120, 10)])
+def test_a_lease_is_renewed_after_a_quarter_of_it_at_most_10_seconds(cur, lease_seconds,
+                                                                      fresh_until):
+    result_id = enqueue(cur)
+    queries.claim(cur, "w1", ["default"], 1, lease_seconds, now=T0)
+    claimed = lease_row(cur, result_id)
+    queries.heartbeat(cur, "w1", lease_seconds, now=at(fresh_until - 0.001))
+    assert lease_row(cur, result_id) == claimed
+    queries.heartbeat(cur, "w1", lease_seconds, now=at(fresh_until))
+    assert lease_row(cur, result_id)[1] == at(fresh_until + lease_seconds)
+
+
+def test_a_lease_longer_than_the_heartbeats_is_not_shortened(cur):
+    result_id = enqueue(cur)
+    queries.claim(cur, "w1", ["default"], 1, 3600, now=T0)
+    queries.heartbeat(cur, "w1", 60, now=at(30))
+    assert run(cur, result_id).leased_until == at(3600)
+
+
+def test_a_cancellation_is_reported_whether_the_lease_is_renewed_or_not(cur):
+    spent, fresh, quiet = enqueue(cur, [1]), enqueue(cur, [2]), enqueue(cur, [3])
+    queries.claim(cur, "w1", ["default"], 1, 10, now=T0)      # at(9): 9 s of 10 spent
+    queries.claim(cur, "w1", ["default"], 1, 60, now=at(8))   # at(9): 1 s of 60 spent
+    queries.claim(cur, "w2", ["default"], 1, 60, now=T0)
+    assert {run(cur, i).leased_until for i in (fresh, spent)} == {at(68), at(10)}
+    for result_id in (fresh, spent):
+        queries.cancel(cur, result_id, now=at(8.5))
+    untouched = lease_row(cur, fresh)
+    assert sorted(queries.heartbeat(cur, "w1", 60, now=at(9))) == sorted([fresh, spent])
+    assert lease_row(cur, fresh) == untouched
+    assert run(cur, spent).leased_until == at(69)
+    assert run(cur, quiet).leased_until == at(60)
 
 
 def test_heartbeat_returns_the_tasks_whose_cancellation_was_requested(cur):

@@ -1,4 +1,5 @@
-"""The 0003 shapes of claim, complete_many and set_logs_uris (planned once per session).
+"""The 0003 shapes of claim, complete_many and set_logs_uris (planned once per session), and
+the 0005 heartbeat.
 
 They run with plan_cache_mode = force_generic_plan, so the plan a session makes first is the
 one it keeps: made while the table was empty, it must still read task_runs by index once the
@@ -8,7 +9,7 @@ table is full. auto_explain (log_level = notice) shows the plans PL/pgSQL really
 import uuid
 
 from reproq_runner import queries
-from tests.sql.helpers import T0, enqueue, task_runs_scans
+from tests.sql.helpers import T0, at, enqueue, task_runs_scans
 
 
 def fill_running(cur, n):
@@ -61,3 +62,39 @@ def test_claim_of_one_null_or_paused_queue_claims_nothing(cur):
     assert queries.claim(cur, "w", ["default"], 10, now=T0) == []
     cur.execute("select reproq.resume_queue('default')")
     assert len(queries.claim(cur, "w", ["default"], 10, now=T0)) == 1
+
+
+def fill_finished(cur, n):
+    cur.execute("""
+        insert into reproq.task_runs
+            (queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup, status,
+             attempts, worker_ids, finished_at, enqueued_at)
+        select 'default', 0, %s, 'app.tasks.t', '{"args": [], "kwargs": {}}',
+               sha256(int8send(-i)), false, 'SUCCESSFUL', 1, '{w}', %s, %s
+        from generate_series(1, %s) as i
+    """, (T0, T0, T0, n))
+
+
+def test_heartbeat_reads_only_the_lease_index_and_renews_only_spent_leases(conn, cur):
+    # Plans made on an empty table, then a table of finished rows with 5 000 RUNNING ones of
+    # another worker (leased for an hour) and one of ours, 55 s into its 60 s lease.
+    for _ in range(8):
+        assert queries.heartbeat(cur, "w2", 60, now=T0) == []
+    fill_finished(cur, 100_000)
+    fill_running(cur, 5_000)
+    mine = enqueue(cur, ["mine"])
+    queries.claim(cur, "w2", ["default"], 1, 60, now=T0)
+    for analyzed in (False, True):
+        if analyzed:
+            cur.execute("analyze reproq.task_runs")
+        cancels, nodes = task_runs_scans(
+            conn, lambda c: queries.heartbeat(c, "w2", 60, now=at(55 + analyzed)))
+        assert cancels == []
+        assert nodes and not [n for n in nodes if n["Node Type"] == "Seq Scan"], nodes
+        assert {n.get("Index Name") for n in nodes if n["Node Type"] != "ModifyTable"} == {
+            "task_runs_lease_expiry_idx"}, nodes
+        # The renewing UPDATE reads only the leases due for renewal: ours, the first time.
+        renewing = [n for n in nodes if "<=" in n.get("Index Cond", "")]
+        assert [n["Actual Rows"] for n in renewing] == [0 if analyzed else 1], nodes
+    cur.execute("select leased_until from reproq.task_runs where result_id = %s", (mine,))
+    assert cur.fetchone()[0] == at(115)

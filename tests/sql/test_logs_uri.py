@@ -42,3 +42,18 @@ def test_arrays_of_different_lengths_are_refused(cur):
     with pytest.raises(InvalidArgument, match="equally long"):
         queries._execute(cur, "select reproq.set_logs_uris(%s, %s, %s)",
                          ([1, 2], [uuid.uuid4()], ["a", "b"]))
+
+
+def test_batch_form_refuses_a_repeated_id_and_writes_nothing(cur):
+    first, second = enqueue(cur, [1]), enqueue(cur, [2])
+    tasks = {t.result_id: t for t in queries.claim(cur, "w1", ["default"], 2, 60, T0)}
+    before = snapshot(cur)
+    with pytest.raises(InvalidArgument) as info:
+        queries.set_logs_uris(cur, [
+            (first, tasks[first].lease_token, "file:///a.log"),
+            (second, tasks[second].lease_token, "file:///b.log"),
+            (first, tasks[first].lease_token, "file:///c.log"),
+        ])
+    assert info.value.sqlstate == "RQ003"
+    assert str(info.value) == f"p_result_ids must not repeat an id, got {first} more than once"
+    assert snapshot(cur) == before

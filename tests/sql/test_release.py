@@ -56,3 +56,15 @@ def test_arrays_of_different_lengths_are_refused(cur):
     with pytest.raises(InvalidArgument, match="equally long"):
         queries._execute(cur, "select reproq.release(%s, %s)", ([result_id], []))
     assert snapshot(cur) == before
+
+
+def test_a_repeated_pair_releases_the_task_once(cur):
+    # release stores nothing per element, so unlike complete_many and set_logs_uris it needs
+    # no refusal of repeated ids: the row is updated once, its attempt given back once.
+    result_id = enqueue(cur)
+    task = claim_one(cur, now=T0)
+    pairs = [(result_id, task.lease_token), (result_id, uuid.uuid4()),
+             (result_id, task.lease_token)]
+    assert queries.release(cur, pairs, now=at(1)) == {result_id}
+    row = run(cur, result_id)
+    assert (row.status, row.attempts, row.worker_ids) == ("READY", 0, [])

@@ -108,3 +108,10 @@ def test_worker_flags():
     assert (args.shutdown_timeout, args.lease_seconds, args.worker_id) == (2.5, 30, "w1")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["worker", "--concurrency", "0"])
+
+
+def test_a_lease_a_heartbeat_could_miss_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["worker", "--lease-seconds", "4"])
+    assert "--lease-seconds: must be at least 5" in capsys.readouterr().err
+    assert build_parser().parse_args(["worker", "--lease-seconds", "5"]).lease_seconds == 5
