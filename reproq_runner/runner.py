@@ -245,8 +245,8 @@ class Runner:
 
     def _hand_back_after(self) -> float:
         """How long every child must have been in a stalled task before the tasks claimed for
-        them go back to the queue: at least a poll interval, the time another runner may take
-        to notice them (a hand-back sends no NOTIFY)."""
+        them go back to the queue: at least a poll interval, so that a runner whose tasks are
+        only somewhat slower than usual does not hand back and re-claim them every 0.1 s."""
         return max(self.stalled_after, self.config.poll_interval)
 
     def _hand_back_if_all_stalled(self, now: float) -> None:

@@ -1047,13 +1047,14 @@ CREATE FUNCTION reproq.release(p_result_ids bigint[], p_lease_tokens uuid[], p_n
     AS $$
 declare
     v_now timestamptz := coalesce(p_now, now());
+    v_released bigint[];
+    v_queues text;
 begin
     if cardinality(p_result_ids) is distinct from cardinality(p_lease_tokens) then
         raise exception 'p_result_ids and p_lease_tokens must be equally long'
             using errcode = 'RQ003';
     end if;
 
-    return query
     with handed_back as (
         update reproq.task_runs as t
         set
@@ -1073,14 +1074,25 @@ begin
             t.result_id = u.result_id
             and t.lease_token = u.lease_token
             and t.status = 'RUNNING'
-        returning t.result_id
+        returning t.result_id, t.queue_name, t.status
     )
 
-    select h.result_id from handed_back as h;
+    select
+        array_agg(h.result_id),
+        string_agg(distinct h.queue_name, ',') filter (where h.status = 'READY')
+    into v_released, v_queues
+    from handed_back as h;
+
+    -- One notification per call, as enqueue_many sends: listening runners wake up.
+    if v_queues is not null then
+        perform pg_notify('reproq', left(v_queues, 7000));
+    end if;
+
+    return query select r.result_id from unnest(v_released) as r (result_id);
 end;
 $$;
 
-COMMENT ON FUNCTION reproq.release(p_result_ids bigint[], p_lease_tokens uuid[], p_now timestamp with time zone) IS 'Hand running tasks back to READY without spending an attempt (graceful shutdown). Fenced by lease token; returns the ids released.';
+COMMENT ON FUNCTION reproq.release(p_result_ids bigint[], p_lease_tokens uuid[], p_now timestamp with time zone) IS 'Hand running tasks back to READY without spending an attempt (a stopping runner, or one whose children are all busy); a task whose cancellation was requested ends CANCELLED instead. Fenced by lease token; returns the ids released and notifies their queues on "reproq".';
 
 CREATE FUNCTION reproq.resume_queue(p_queue_name text, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS void
     LANGUAGE sql

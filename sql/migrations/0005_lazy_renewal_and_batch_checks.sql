@@ -15,6 +15,9 @@
 -- * complete_many, set_logs_uris: an id given twice was joined twice by UPDATE ... FROM,
 --   which kept either value. They now refuse the call (RQ003 naming the id). release stores
 --   nothing per element, so a repeated id there releases the task once, as before.
+-- * release: notifies the queues of the tasks it makes READY again, as an enqueue does, so
+--   that listening runners take them at once instead of at their next poll (a runner hands
+--   tasks back when it stops, or when all its children are held by slow tasks).
 
 create or replace function reproq.heartbeat(
     p_worker_id text,
@@ -293,3 +296,67 @@ comment on function reproq.set_logs_uris(bigint[], uuid[], text[]) is
 'Record where each running attempt''s stdout/stderr log is kept, for many tasks at once; '
 'fenced by lease token. Returns the ids accepted (the others had lost their lease). An id '
 'given twice refuses the whole call (RQ003).';
+
+
+create or replace function reproq.release(
+    p_result_ids bigint[],
+    p_lease_tokens uuid[],
+    p_now timestamptz default null
+) returns setof bigint
+language plpgsql
+set search_path = pg_catalog, pg_temp
+-- A generic plan joins the id arrays to every RUNNING row (a nested loop); planned per call,
+-- it is an index lookup per id.
+set plan_cache_mode = force_custom_plan
+as $$
+declare
+    v_now timestamptz := coalesce(p_now, now());
+    v_released bigint[];
+    v_queues text;
+begin
+    if cardinality(p_result_ids) is distinct from cardinality(p_lease_tokens) then
+        raise exception 'p_result_ids and p_lease_tokens must be equally long'
+            using errcode = 'RQ003';
+    end if;
+
+    with handed_back as (
+        update reproq.task_runs as t
+        set
+            status = case when t.cancel_requested then 'CANCELLED' else 'READY' end,
+            finished_at = case when t.cancel_requested then v_now end,
+            attempts = t.attempts - 1,
+            worker_ids = t.worker_ids[1:cardinality(t.worker_ids) - 1],
+            -- Undo what claim set for a first attempt; run_after is kept, so the task keeps
+            -- its place in the FIFO order.
+            started_at = case when t.attempts > 1 then t.started_at end,
+            last_attempted_at = case when t.attempts > 1 then t.last_attempted_at end,
+            leased_by = null,
+            leased_until = null,
+            lease_token = null
+        from unnest(p_result_ids, p_lease_tokens) as u (result_id, lease_token)
+        where
+            t.result_id = u.result_id
+            and t.lease_token = u.lease_token
+            and t.status = 'RUNNING'
+        returning t.result_id, t.queue_name, t.status
+    )
+
+    select
+        array_agg(h.result_id),
+        string_agg(distinct h.queue_name, ',') filter (where h.status = 'READY')
+    into v_released, v_queues
+    from handed_back as h;
+
+    -- One notification per call, as enqueue_many sends: listening runners wake up.
+    if v_queues is not null then
+        perform pg_notify('reproq', left(v_queues, 7000));
+    end if;
+
+    return query select r.result_id from unnest(v_released) as r (result_id);
+end;
+$$;
+
+comment on function reproq.release(bigint[], uuid[], timestamptz) is
+'Hand running tasks back to READY without spending an attempt (a stopping runner, or one whose '
+'children are all busy); a task whose cancellation was requested ends CANCELLED instead. '
+'Fenced by lease token; returns the ids released and notifies their queues on "reproq".';

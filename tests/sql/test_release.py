@@ -68,3 +68,17 @@ def test_a_repeated_pair_releases_the_task_once(cur):
     assert queries.release(cur, pairs, now=at(1)) == {result_id}
     row = run(cur, result_id)
     assert (row.status, row.attempts, row.worker_ids) == ("READY", 0, [])
+
+
+def test_release_notifies_the_queues_of_the_tasks_it_makes_ready(conn, connect):
+    cur = conn.cursor()
+    ready = enqueue(cur, [1], queue_name="q1")
+    cancelled = enqueue(cur, [2], queue_name="q2")
+    tasks = queries.claim(cur, "w1", ["q1", "q2"], 2, now=T0)
+    queries.cancel(cur, cancelled, now=at(1))
+    listener = connect()
+    listener.execute("listen reproq")
+    released = queries.release(cur, [(t.result_id, t.lease_token) for t in tasks], now=at(2))
+    assert released == {ready, cancelled}
+    assert [n.payload for n in listener.notifies(timeout=0.5)] == ["q1"]
+    assert [run(cur, ready).status, run(cur, cancelled).status] == ["READY", "CANCELLED"]
