@@ -469,15 +469,17 @@ begin
         where t.result_id = p_result_id;
         return 'CANCELLED';
     elsif v_status = 'RUNNING' then
+        -- Out of deduplication at once: an identical task enqueued from now on is a new one,
+        -- not this one that is about to end CANCELLED.
         update reproq.task_runs as t
-        set cancel_requested = true
+        set cancel_requested = true, dedup = false
         where t.result_id = p_result_id;
     end if;
     return v_status;
 end;
 $$;
 
-COMMENT ON FUNCTION reproq.cancel(p_result_id bigint, p_now timestamp with time zone) IS 'Cancel a task: READY or WAITING become CANCELLED at once; a RUNNING one gets cancel_requested (its worker sees it at the next heartbeat, stops it and records CANCELLED); finished tasks are left as they are. Returns the status after the call.';
+COMMENT ON FUNCTION reproq.cancel(p_result_id bigint, p_now timestamp with time zone) IS 'Cancel a task: READY or WAITING become CANCELLED at once; a RUNNING one gets cancel_requested (its worker sees it at the next heartbeat, stops it and records CANCELLED) and stops deduplicating (an identical enqueue creates a new task); finished tasks are left as they are. Returns the status after the call.';
 
 CREATE FUNCTION reproq.claim(p_worker_id text, p_queues text[], p_limit integer DEFAULT 1, p_lease_seconds integer DEFAULT 60, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF reproq.claimed_task
     LANGUAGE plpgsql

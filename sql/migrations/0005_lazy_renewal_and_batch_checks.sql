@@ -15,6 +15,12 @@
 -- * complete_many, set_logs_uris: an id given twice was joined twice by UPDATE ... FROM,
 --   which kept either value. They now refuse the call (RQ003 naming the id). release stores
 --   nothing per element, so a repeated id there releases the task once, as before.
+-- * cancel: a RUNNING task whose cancellation is requested leaves deduplication (dedup =
+--   false). It still held its task_runs_dedup_idx slot until its worker noticed (a heartbeat
+--   later, or a lease later if the worker was gone), so an identical task enqueued meanwhile
+--   (cancel, then enqueue afresh) mapped onto it and ended CANCELLED with it. Such a task never
+--   becomes READY again (fail, release and reclaim turn it CANCELLED), so nothing else
+--   deduplicates against it.
 -- * release: notifies the queues of the tasks it makes READY again, as an enqueue does, so
 --   that listening runners take them at once instead of at their next poll (a runner hands
 --   tasks back when it stops, or when all its children are held by slow tasks).
@@ -360,3 +366,43 @@ comment on function reproq.release(bigint[], uuid[], timestamptz) is
 'Hand running tasks back to READY without spending an attempt (a stopping runner, or one whose '
 'children are all busy); a task whose cancellation was requested ends CANCELLED instead. '
 'Fenced by lease token; returns the ids released and notifies their queues on "reproq".';
+
+
+create or replace function reproq.cancel(p_result_id bigint, p_now timestamptz default null)
+returns text
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_now timestamptz := coalesce(p_now, now());
+    v_status text;
+begin
+    select t.status into v_status
+    from reproq.task_runs as t
+    where t.result_id = p_result_id
+    for update;
+    if not found then
+        raise exception 'task % does not exist', p_result_id using errcode = 'RQ004';
+    end if;
+
+    if v_status in ('READY', 'WAITING') then
+        update reproq.task_runs as t
+        set status = 'CANCELLED', finished_at = v_now
+        where t.result_id = p_result_id;
+        return 'CANCELLED';
+    elsif v_status = 'RUNNING' then
+        -- Out of deduplication at once: an identical task enqueued from now on is a new one,
+        -- not this one that is about to end CANCELLED.
+        update reproq.task_runs as t
+        set cancel_requested = true, dedup = false
+        where t.result_id = p_result_id;
+    end if;
+    return v_status;
+end;
+$$;
+
+comment on function reproq.cancel(bigint, timestamptz) is
+'Cancel a task: READY or WAITING become CANCELLED at once; a RUNNING one gets '
+'cancel_requested (its worker sees it at the next heartbeat, stops it and records CANCELLED) '
+'and stops deduplicating (an identical enqueue creates a new task); finished tasks are left as '
+'they are. Returns the status after the call.';

@@ -23,6 +23,17 @@ def test_cancelled_task_frees_its_dedup_slot(cur):
     assert enqueue(cur, [1]) != result_id
 
 
+def test_a_running_task_being_cancelled_no_longer_absorbs_an_identical_enqueue(cur):
+    result_id = enqueue(cur, [1])
+    claim_one(cur, "w1")
+    assert queries.cancel(cur, result_id, now=at(1)) == "RUNNING"
+    fresh = queries.enqueue_one(cur, "app.tasks.t", [1], now=at(2))
+    assert fresh.created and fresh.result_id != result_id
+    assert (run(cur, result_id).status, run(cur, fresh.result_id).status) == (
+        "RUNNING", "READY")
+    assert queries.enqueue_one(cur, "app.tasks.t", [1], now=at(3)).result_id == fresh.result_id
+
+
 def test_waiting_task_is_cancelled_at_once(cur):
     result_id = enqueue(cur)
     cur.execute("update reproq.task_runs set status = 'WAITING' where result_id = %s",
