@@ -1,5 +1,5 @@
 -- reproq 0005: heartbeats renew only spent leases; batch calls refuse what they cannot store
--- as given.
+-- as given; a task being cancelled stops deduplicating; release wakes runners.
 --
 -- * heartbeat: renews a lease only once at least a quarter of it is spent (at most 10 s of
 --   it), instead of rewriting every RUNNING row of the worker on every call. leased_until is
