@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 
 from reproq_runner import migrate, queries
@@ -75,6 +75,17 @@ class RunnerConfig:
     prefetch: int | None = None
     start_method: str = "forkserver"
     preload: Sequence[str] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        # reproq.heartbeat renews a lease once a quarter of it (at most 10 s) is spent: what is
+        # left then must outlast a few heartbeat intervals, or a lease could run out under a
+        # task that is still running, and another runner run it too.
+        left_at_renewal = self.lease_seconds - min(self.lease_seconds / 4, 10)
+        if left_at_renewal < 3 * self.heartbeat_interval:
+            raise ValueError(
+                f"lease_seconds={self.lease_seconds} is too short for heartbeats every "
+                f"{self.heartbeat_interval} s: a lease is renewed with "
+                f"{left_at_renewal:g} s left, which must be at least 3 heartbeat intervals")
 
 
 class Runner:
@@ -375,8 +386,9 @@ class Runner:
         return assignments
 
     def _assignment_with_log(self, task: ClaimedTask) -> Assignment:
-        """Logs go to <logs-dir>/<UTC day>/<result id>-attempt-<n>.log."""
-        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        """Logs go to <logs-dir>/<UTC day of the claim>/<result id>-attempt-<n>.log: the same
+        path whenever it is computed (a task taken back from a child gets it again)."""
+        day = task.last_attempted_at.astimezone(UTC).strftime("%Y-%m-%d")
         folder = Path(self.config.logs_dir).resolve() / day
         return Assignment(task, str(folder / f"{task.result_id}-attempt-{task.attempts}.log"))
 

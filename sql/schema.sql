@@ -1094,7 +1094,7 @@ begin
 end;
 $$;
 
-COMMENT ON FUNCTION reproq.release(p_result_ids bigint[], p_lease_tokens uuid[], p_now timestamp with time zone) IS 'Hand running tasks back to READY without spending an attempt (a stopping runner, or one whose children are all busy); a task whose cancellation was requested ends CANCELLED instead. Fenced by lease token; returns the ids released and notifies their queues on "reproq".';
+COMMENT ON FUNCTION reproq.release(p_result_ids bigint[], p_lease_tokens uuid[], p_now timestamp with time zone) IS 'Hand running tasks back to READY without spending an attempt (a stopping runner, or one whose children are all held by slow tasks); a task whose cancellation was requested ends CANCELLED instead. Fenced by lease token; returns the ids released and notifies their queues on "reproq".';
 
 CREATE FUNCTION reproq.resume_queue(p_queue_name text, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS void
     LANGUAGE sql

@@ -11,7 +11,8 @@
 --   "24:01", an offset of +16:00) failed with PostgreSQL's 22008/22007/22009 instead of RQ003
 --   naming the item. The 0003 body is kept, renamed reproq._enqueue_many_unchecked; the new
 --   reproq.enqueue_many tries the batch's timestamps first (a read-only subtransaction) and
---   calls it.
+--   calls it. It is a new function object: privileges granted or revoked on
+--   reproq.enqueue_many by hand stay with the renamed one and must be applied again.
 -- * complete_many, set_logs_uris: an id given twice was joined twice by UPDATE ... FROM,
 --   which kept either value. They now refuse the call (RQ003 naming the id). release stores
 --   nothing per element, so a repeated id there releases the task once, as before.
@@ -363,9 +364,10 @@ end;
 $$;
 
 comment on function reproq.release(bigint[], uuid[], timestamptz) is
-'Hand running tasks back to READY without spending an attempt (a stopping runner, or one whose '
-'children are all busy); a task whose cancellation was requested ends CANCELLED instead. '
-'Fenced by lease token; returns the ids released and notifies their queues on "reproq".';
+'Hand running tasks back to READY without spending an attempt (a stopping runner, or one '
+'whose children are all held by slow tasks); a task whose cancellation was requested ends '
+'CANCELLED instead. Fenced by lease token; returns the ids released and notifies their queues '
+'on "reproq".';
 
 
 create or replace function reproq.cancel(p_result_id bigint, p_now timestamptz default null)
@@ -400,6 +402,11 @@ begin
     return v_status;
 end;
 $$;
+
+-- Tasks whose cancellation was requested before this migration leave deduplication too.
+update reproq.task_runs as t
+set dedup = false
+where t.status = 'RUNNING' and t.cancel_requested and t.dedup;
 
 comment on function reproq.cancel(bigint, timestamptz) is
 'Cancel a task: READY or WAITING become CANCELLED at once; a RUNNING one gets '

@@ -95,3 +95,16 @@ def test_migration_files_are_numbered_without_gaps():
     files = sorted(p.name for p in (ROOT / "sql" / "migrations").iterdir())
     assert files == [m.path.name for m in migrate.available_migrations()]
     assert EVERY_VERSION == list(range(1, len(files) + 1))
+
+
+def test_0005_takes_tasks_already_being_cancelled_out_of_deduplication(empty_dsn):
+    migrate.migrate_dsn(empty_dsn, up_to=4)
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        [doomed, kept] = [conn.execute("select reproq.enqueue('app.tasks.t', %s::jsonb)",
+                                       (f'{{"args": [{i}], "kwargs": {{}}}}',)).fetchone()[0]
+                          for i in (1, 2)]
+        conn.execute("select reproq.claim('w', '{default}', 2)")
+        assert conn.execute("select reproq.cancel(%s)", (doomed,)).fetchone() == ("RUNNING",)
+        migrate.migrate_dsn(empty_dsn)
+        rows = conn.execute("select result_id, dedup from reproq.task_runs order by result_id")
+        assert rows.fetchall() == [(doomed, False), (kept, True)]

@@ -9,6 +9,7 @@ from reproq_runner.cli import build_parser
 from reproq_runner.database import Backoff
 from reproq_runner.logs import redact_dsn, redact_text
 from reproq_runner.metrics import AccessPolicy, parse_addr
+from reproq_runner.runner import RunnerConfig
 from reproq_runner.supervisor import _describe
 
 
@@ -115,3 +116,11 @@ def test_a_lease_a_heartbeat_could_miss_is_refused(capsys):
         build_parser().parse_args(["worker", "--lease-seconds", "4"])
     assert "--lease-seconds: must be at least 5" in capsys.readouterr().err
     assert build_parser().parse_args(["worker", "--lease-seconds", "5"]).lease_seconds == 5
+
+
+def test_a_runner_config_whose_leases_a_heartbeat_could_miss_is_refused():
+    with pytest.raises(ValueError, match="too short for heartbeats every 1.0 s"):
+        RunnerConfig(dsn="x", executor_factory=object, lease_seconds=3)
+    assert RunnerConfig(dsn="x", executor_factory=object, lease_seconds=5).lease_seconds == 5
+    with pytest.raises(ValueError, match="every 5 s"):
+        RunnerConfig(dsn="x", executor_factory=object, lease_seconds=15, heartbeat_interval=5)
