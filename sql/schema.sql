@@ -360,6 +360,29 @@ $$;
 
 COMMENT ON FUNCTION reproq._raise_lease_lost(p_result_id bigint) IS 'Internal: raise RQ004 (no such task) or RQ005 (lease lost) for a fenced call that matched no running row.';
 
+CREATE FUNCTION reproq._refuse_repeated_ids(p_result_ids bigint[]) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+declare
+    v_repeated bigint;
+begin
+    select u.result_id into v_repeated
+    from unnest(p_result_ids) with ordinality as u (result_id, position)
+    where u.result_id is not null
+    group by u.result_id
+    having count(*) > 1
+    order by min(u.position)
+    limit 1;
+    if v_repeated is not null then
+        raise exception 'p_result_ids must not repeat an id, got % more than once', v_repeated
+            using errcode = 'RQ003';
+    end if;
+end;
+$$;
+
+COMMENT ON FUNCTION reproq._refuse_repeated_ids(p_result_ids bigint[]) IS 'Internal: raise RQ003 naming the first id that p_result_ids holds more than once.';
+
 CREATE FUNCTION reproq._task_problem(p_task_path text, p_spec jsonb, p_queue_name text, p_priority numeric, p_max_attempts numeric, p_timeout_seconds numeric, p_lock_key text, p_concurrency_key text, p_concurrency_limit numeric, p_metadata jsonb) RETURNS text[]
     LANGUAGE plpgsql IMMUTABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -639,7 +662,6 @@ CREATE FUNCTION reproq.complete_many(p_result_ids bigint[], p_lease_tokens uuid[
 declare
     v_now timestamptz := coalesce(p_now, now());
     v_done integer;
-    v_repeated bigint;
 begin
     if cardinality(p_result_ids) is distinct from cardinality(p_lease_tokens)
         or cardinality(p_result_ids) is distinct from cardinality(p_return_values)
@@ -674,17 +696,7 @@ begin
     -- repeated id (its row would have kept either return value) and refuse the whole call.
     get diagnostics v_done = row_count;
     if v_done < cardinality(p_result_ids) then
-        select u.result_id into v_repeated
-        from unnest(p_result_ids) with ordinality as u (result_id, position)
-        where u.result_id is not null
-        group by u.result_id
-        having count(*) > 1
-        order by min(u.position)
-        limit 1;
-        if v_repeated is not null then
-            raise exception 'p_result_ids must not repeat an id, got % more than once', v_repeated
-                using errcode = 'RQ003';
-        end if;
+        perform reproq._refuse_repeated_ids(p_result_ids);
     end if;
 end;
 $$;
@@ -1149,7 +1161,6 @@ CREATE FUNCTION reproq.set_logs_uris(p_result_ids bigint[], p_lease_tokens uuid[
     AS $$
 declare
     v_recorded integer;
-    v_repeated bigint;
 begin
     if cardinality(p_result_ids) is distinct from cardinality(p_lease_tokens)
         or cardinality(p_result_ids) is distinct from cardinality(p_logs_uris)
@@ -1175,17 +1186,7 @@ begin
     -- As in complete_many: only a call that left some id out can have repeated one.
     get diagnostics v_recorded = row_count;
     if v_recorded < cardinality(p_result_ids) then
-        select u.result_id into v_repeated
-        from unnest(p_result_ids) with ordinality as u (result_id, position)
-        where u.result_id is not null
-        group by u.result_id
-        having count(*) > 1
-        order by min(u.position)
-        limit 1;
-        if v_repeated is not null then
-            raise exception 'p_result_ids must not repeat an id, got % more than once', v_repeated
-                using errcode = 'RQ003';
-        end if;
+        perform reproq._refuse_repeated_ids(p_result_ids);
     end if;
 end;
 $$;

@@ -170,6 +170,32 @@ comment on function reproq.enqueue_many(jsonb, boolean, timestamptz) is
 'task maps to that task instead of inserting. One pg_notify per call.';
 
 
+create function reproq._refuse_repeated_ids(p_result_ids bigint[]) returns void
+language plpgsql
+immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_repeated bigint;
+begin
+    select u.result_id into v_repeated
+    from unnest(p_result_ids) with ordinality as u (result_id, position)
+    where u.result_id is not null
+    group by u.result_id
+    having count(*) > 1
+    order by min(u.position)
+    limit 1;
+    if v_repeated is not null then
+        raise exception 'p_result_ids must not repeat an id, got % more than once', v_repeated
+            using errcode = 'RQ003';
+    end if;
+end;
+$$;
+
+comment on function reproq._refuse_repeated_ids(bigint[]) is
+'Internal: raise RQ003 naming the first id that p_result_ids holds more than once.';
+
+
 create or replace function reproq.complete_many(
     p_result_ids bigint[],
     p_lease_tokens uuid[],
@@ -187,7 +213,6 @@ as $$
 declare
     v_now timestamptz := coalesce(p_now, now());
     v_done integer;
-    v_repeated bigint;
 begin
     if cardinality(p_result_ids) is distinct from cardinality(p_lease_tokens)
         or cardinality(p_result_ids) is distinct from cardinality(p_return_values)
@@ -222,17 +247,7 @@ begin
     -- repeated id (its row would have kept either return value) and refuse the whole call.
     get diagnostics v_done = row_count;
     if v_done < cardinality(p_result_ids) then
-        select u.result_id into v_repeated
-        from unnest(p_result_ids) with ordinality as u (result_id, position)
-        where u.result_id is not null
-        group by u.result_id
-        having count(*) > 1
-        order by min(u.position)
-        limit 1;
-        if v_repeated is not null then
-            raise exception 'p_result_ids must not repeat an id, got % more than once', v_repeated
-                using errcode = 'RQ003';
-        end if;
+        perform reproq._refuse_repeated_ids(p_result_ids);
     end if;
 end;
 $$;
@@ -258,7 +273,6 @@ set enable_seqscan = off
 as $$
 declare
     v_recorded integer;
-    v_repeated bigint;
 begin
     if cardinality(p_result_ids) is distinct from cardinality(p_lease_tokens)
         or cardinality(p_result_ids) is distinct from cardinality(p_logs_uris)
@@ -284,17 +298,7 @@ begin
     -- As in complete_many: only a call that left some id out can have repeated one.
     get diagnostics v_recorded = row_count;
     if v_recorded < cardinality(p_result_ids) then
-        select u.result_id into v_repeated
-        from unnest(p_result_ids) with ordinality as u (result_id, position)
-        where u.result_id is not null
-        group by u.result_id
-        having count(*) > 1
-        order by min(u.position)
-        limit 1;
-        if v_repeated is not null then
-            raise exception 'p_result_ids must not repeat an id, got % more than once', v_repeated
-                using errcode = 'RQ003';
-        end if;
+        perform reproq._refuse_repeated_ids(p_result_ids);
     end if;
 end;
 $$;
