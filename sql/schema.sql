@@ -933,29 +933,18 @@ begin
 
     update reproq.workers as w set last_seen_at = v_now where w.worker_id = p_worker_id;
 
-    -- The worker's RUNNING rows in two disjoint ranges of task_runs_lease_expiry_idx: the
-    -- leases due for renewal are renewed, the others only read, and the cancellation requests
-    -- of both are returned.
-    return query
-    with renewed as (
-        update reproq.task_runs as t
-        set leased_until = v_now + make_interval(secs => p_lease_seconds)
-        where
-            t.status = 'RUNNING'
-            and t.leased_by = p_worker_id
-            and t.leased_until <= v_renew_before
-        returning t.result_id, t.cancel_requested
-    )
-
-    select r.result_id from renewed as r where r.cancel_requested
-    union all
-    select t.result_id
-    from reproq.task_runs as t
+    -- The leases due for renewal: one range of task_runs_lease_expiry_idx (all workers').
+    update reproq.task_runs as t
+    set leased_until = v_now + make_interval(secs => p_lease_seconds)
     where
         t.status = 'RUNNING'
         and t.leased_by = p_worker_id
-        and t.leased_until > v_renew_before
-        and t.cancel_requested;
+        and t.leased_until <= v_renew_before;
+
+    return query
+    select t.result_id
+    from reproq.task_runs as t
+    where t.status = 'RUNNING' and t.cancel_requested and t.leased_by = p_worker_id;
 end;
 $$;
 
@@ -1308,6 +1297,10 @@ ALTER TABLE ONLY reproq.task_runs
 
 ALTER TABLE ONLY reproq.workers
     ADD CONSTRAINT workers_pkey PRIMARY KEY (worker_id);
+
+CREATE INDEX task_runs_cancel_requested_idx ON reproq.task_runs USING btree (leased_by) WHERE ((status = 'RUNNING'::text) AND cancel_requested);
+
+COMMENT ON INDEX reproq.task_runs_cancel_requested_idx IS 'Running tasks whose cancellation was requested, by worker: what each heartbeat returns.';
 
 CREATE INDEX task_runs_claim_idx ON reproq.task_runs USING btree (queue_name, priority DESC, run_after, result_id) WHERE (status = 'READY'::text);
 

@@ -75,13 +75,16 @@ def fill_finished(cur, n):
     """, (T0, T0, T0, n))
 
 
-def test_heartbeat_reads_only_the_lease_index_and_renews_only_spent_leases(conn, cur):
+def test_heartbeat_reads_only_its_indexes_and_renews_only_spent_leases(conn, cur):
     # Plans made on an empty table, then a table of finished rows with 5 000 RUNNING ones of
-    # another worker (leased for an hour) and one of ours, 55 s into its 60 s lease.
+    # another worker (leased for an hour, one of them being cancelled) and one of ours, 55 s
+    # into its 60 s lease.
     for _ in range(8):
         assert queries.heartbeat(cur, "w2", 60, now=T0) == []
     fill_finished(cur, 100_000)
     fill_running(cur, 5_000)
+    cur.execute("select reproq.cancel(min(result_id)) from reproq.task_runs"
+                " where status = 'RUNNING'")
     mine = enqueue(cur, ["mine"])
     queries.claim(cur, "w2", ["default"], 1, 60, now=T0)
     for analyzed in (False, True):
@@ -92,7 +95,11 @@ def test_heartbeat_reads_only_the_lease_index_and_renews_only_spent_leases(conn,
         assert cancels == []
         assert nodes and not [n for n in nodes if n["Node Type"] == "Seq Scan"], nodes
         assert {n.get("Index Name") for n in nodes if n["Node Type"] != "ModifyTable"} == {
-            "task_runs_lease_expiry_idx"}, nodes
+            "task_runs_lease_expiry_idx", "task_runs_cancel_requested_idx"}, nodes
+        # The cancellations are looked up by worker: the other worker's one is not read.
+        cancel_reads = [n for n in nodes
+                        if n.get("Index Name") == "task_runs_cancel_requested_idx"]
+        assert [n["Actual Rows"] for n in cancel_reads] == [0], nodes
         # The renewing UPDATE reads only the leases due for renewal: ours, the first time.
         renewing = [n for n in nodes if "<=" in n.get("Index Cond", "")]
         assert [n["Actual Rows"] for n in renewing] == [0 if analyzed else 1], nodes
