@@ -87,6 +87,10 @@ class Child:
     def current(self) -> ClaimedTask | None:
         return self.assigned[0] if self.assigned else None
 
+    def stalled(self, stalled_after: float, now: float) -> bool:
+        """Is its task (not one it is being killed for) running for ``stalled_after`` s?"""
+        return bool(self.assigned) and self.kill_kind is None and now - self.started > stalled_after
+
 
 class Supervisor:
     """A fixed number of children, each running at most one task at a time."""
@@ -151,8 +155,7 @@ class Supervisor:
         run for ``stalled_after`` seconds (they get more once they are idle)."""
         now = time.monotonic() if now is None else now
         return [c for c in self.children if c.ready and len(c.assigned) < depth
-                and not c.exited and c.kill_kind is None
-                and not (c.assigned and now - c.started > stalled_after)]
+                and not c.exited and c.kill_kind is None and not c.stalled(stalled_after, now)]
 
     def idle_count(self) -> int:
         return sum(1 for c in self.children if c.ready and not c.assigned and not c.exited
@@ -226,8 +229,7 @@ class Supervisor:
         now = time.monotonic() if now is None else now
         withdrawn = []
         for child in self.busy_children():
-            if (len(child.assigned) > 1 and child.kill_kind is None
-                    and now - child.started > stalled_after):
+            if len(child.assigned) > 1 and child.stalled(stalled_after, now):
                 running = child.current
                 taken = self.withdraw(child)
                 if taken:
@@ -240,9 +242,7 @@ class Supervisor:
     def all_stalled(self, stalled_after: float, now: float | None = None) -> bool:
         """Is every child running a task that has run for ``stalled_after`` seconds?"""
         now = time.monotonic() if now is None else now
-        return bool(self.children) and all(
-            c.assigned and c.kill_kind is None and now - c.started > stalled_after
-            for c in self.children)
+        return bool(self.children) and all(c.stalled(stalled_after, now) for c in self.children)
 
     def next_all_stalled_in(self, stalled_after: float, now: float | None = None
                             ) -> float | None:
