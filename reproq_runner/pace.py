@@ -1,9 +1,11 @@
 """How far ahead a runner works, from the average task duration it measures.
 
 Fast tasks (under ``FAST_TASK_SECONDS``) would leave children idle through every database round
-trip, so children hold a queue of them and the runner claims many ahead. Tasks under a second
-are claimed in batches worth about ``CLAIM_AHEAD_SECONDS`` per child. Slow ones are claimed
-only for idle children, so a long task never waits in one runner while another is idle. A
+trip, so children hold a queue of them and the runner claims many ahead. Up to
+``QUEUE_BEHIND_SECONDS`` a child still holds its next task, so it never waits for the runner
+between two tasks. Tasks under a second are claimed in batches worth about
+``CLAIM_AHEAD_SECONDS`` per child. Slow ones are claimed only for idle children, so a long task
+never waits in one runner while another is idle. A
 task that turns out slow does not hold up the queue behind it: once it has run well past the
 average, the runner takes the tasks queued behind it back and gives them to other children.
 Outcomes are stored together so that every call to PostgreSQL carries several: each has a fixed
@@ -20,6 +22,11 @@ FAST_TASK_SECONDS = 0.02
 # that turns out slow delays the tasks queued behind it by about this much.
 CHILD_QUEUE_SECONDS = 0.05
 MAX_CHILD_DEPTH = 64
+# Below this average duration a child holds at least its next task besides the one it runs:
+# it starts that one at once instead of waiting for the runner to read its result and send
+# another. Above it a task could wait long (STALL_FACTOR × the average) behind one that turns
+# out slow before it is taken back, so children hold only the task they run.
+QUEUE_BEHIND_SECONDS = 0.1
 # Below this one the runner still holds claimed tasks, handed to whichever child frees up first
 # (no claim round trip between two tasks): about CLAIM_AHEAD_SECONDS of work per child and at
 # least two tasks, claimed about half of that at a time. Above it, none.
@@ -56,10 +63,10 @@ class Pace:
 
     def child_depth(self) -> int:
         """Tasks a child holds at once: the one it runs and those queued behind it."""
-        if not self.fast():
+        if self.average_duration >= QUEUE_BEHIND_SECONDS:
             return 1
         per_window = CHILD_QUEUE_SECONDS / max(self.average_duration, 1e-6)
-        return max(1, min(MAX_CHILD_DEPTH, int(per_window)))
+        return max(2, min(MAX_CHILD_DEPTH, int(per_window)))
 
     def prefetch(self) -> int:
         """Claimed tasks to hold beyond what the children hold."""

@@ -4,7 +4,7 @@ queue, how long outcomes wait to be stored together."""
 import pytest
 
 from reproq_runner.pace import (CLAIM_AHEAD_SECONDS, MAX_CHILD_DEPTH, MAX_FLUSH_SECONDS,
-                                MIN_FLUSH_SECONDS, Pace)
+                                MIN_FLUSH_SECONDS, QUEUE_BEHIND_SECONDS, Pace)
 
 
 def pace_at(duration: float, concurrency: int = 10) -> Pace:
@@ -36,11 +36,20 @@ def test_fast_tasks_queue_in_children_and_claim_far_ahead():
 
 def test_tasks_under_a_second_are_claimed_in_batches_worth_a_fraction_of_a_second():
     pace = pace_at(0.02, concurrency=2)
-    assert pace.child_depth() == 1
     assert pace.prefetch() == int(CLAIM_AHEAD_SECONDS / 0.02) * 2
     # at least two per child, at most max_prefetch
     assert pace_at(0.5, concurrency=3).prefetch() == 6
     assert pace_at(0.02, concurrency=50).prefetch() == 100
+
+
+def test_children_hold_their_next_task_while_a_stall_would_be_noticed_within_a_second():
+    # The child starts its next task without waiting for the runner; a task queued behind one
+    # that turns out slow is taken back after STALL_FACTOR × the average, under a second here.
+    assert pace_at(0.02).child_depth() == 2
+    assert pace_at(QUEUE_BEHIND_SECONDS - 0.001).child_depth() == 2
+    assert pace_at(QUEUE_BEHIND_SECONDS - 0.001).stalled_after() < 1.0
+    assert pace_at(QUEUE_BEHIND_SECONDS).child_depth() == 1
+    assert pace_at(0.5).child_depth() == 1
 
 
 def test_outcomes_of_slower_tasks_wait_to_share_a_call_but_not_long():
