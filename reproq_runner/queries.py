@@ -119,15 +119,18 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return names if names is not None else tuple(f.name for f in fields(cls))
 
 
+@functools.cache
 def _select_list(cls: type) -> str:
     """The columns of a row type; jsonb ones as text, which every driver hands back alike
-    (psycopg would decode jsonb itself, Django's cursor would not), then decoded by _rows."""
+    (psycopg would decode jsonb itself, Django's cursor would not), then decoded by
+    _select_rows."""
     return ", ".join(f"{name}::text as {name}" if name in _JSON_FIELDS else name
                      for name in _field_names(cls))
 
 
-_TASK_RUN_COLUMNS = _select_list(TaskRun)
-_CLAIMED_TASK_COLUMNS = _select_list(ClaimedTask)
+@functools.cache
+def _json_positions(cls: type) -> tuple[int, ...]:
+    return tuple(index for index, name in enumerate(_field_names(cls)) if name in _JSON_FIELDS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,13 +175,12 @@ def _loads(value: str | None) -> Any:
     return empty() if empty is not None else json.loads(value)
 
 
-def _rows(cursor, cls: type[T]) -> list[T]:
-    """The rows of a select list naming ``cls``'s fields in order (see :func:`_select_list`),
-    built positionally (the runner's claim path builds one per task), jsonb text decoded."""
-    names = tuple(column[0] for column in cursor.description)
-    if names != _field_names(cls):
-        raise AssertionError(f"columns {names} are not the fields of {cls.__name__}")
-    json_positions = [index for index, name in enumerate(names) if name in _JSON_FIELDS]
+def _select_rows(cursor, cls: type[T], rest: str, params: Sequence[Any] = ()) -> list[T]:
+    """``select <cls's fields> <rest>``: rows of ``cls``, built positionally (the runner's
+    claim path builds one per task), jsonb text decoded. The select list is made from ``cls``,
+    so columns and fields cannot disagree."""
+    _execute(cursor, f"select {_select_list(cls)} {rest}", params)
+    json_positions = _json_positions(cls)
     rows = []
     for values in cursor.fetchall():
         if json_positions:
@@ -271,22 +273,16 @@ def enqueue_one(cursor, task_path: str, args: Sequence[Any] = (),
                 kwargs: dict[str, Any] | None = None, **options: Any) -> Enqueued:
     """reproq.enqueue_one: like :func:`enqueue`, but returns the whole :class:`Enqueued` row
     (``created``, ``enqueued_at``), so a new row need not be read back."""
-    _execute(cursor, "select position, result_id, created, enqueued_at"
-                     f" from reproq.enqueue_one({_ONE_TASK_ARGUMENTS})",
-             _one_task_params(task_path, args, kwargs, **options))
-    return _rows(cursor, Enqueued)[0]
+    return _select_rows(cursor, Enqueued, f"from reproq.enqueue_one({_ONE_TASK_ARGUMENTS})",
+                        _one_task_params(task_path, args, kwargs, **options))[0]
 
 
 def enqueue_many(cursor, items: Iterable[dict[str, Any]], *, dedup: bool = True,
                  now: datetime | None = None) -> list[Enqueued]:
     """reproq.enqueue_many: many tasks (see :func:`task_item`) in one atomic statement."""
-    _execute(
-        cursor,
-        "select position, result_id, created, enqueued_at"
-        " from reproq.enqueue_many(%s::jsonb, p_dedup => %s, p_now => %s)",
-        (dumps_json(list(items)), dedup, now),
-    )
-    return _rows(cursor, Enqueued)
+    return _select_rows(cursor, Enqueued,
+                        "from reproq.enqueue_many(%s::jsonb, p_dedup => %s, p_now => %s)",
+                        (dumps_json(list(items)), dedup, now))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,9 +292,8 @@ def enqueue_many(cursor, items: Iterable[dict[str, Any]], *, dedup: bool = True,
 def claim(cursor, worker_id: str, queues: Sequence[str], limit: int = 1,
           lease_seconds: int = 60, now: datetime | None = None) -> list[ClaimedTask]:
     """reproq.claim: lease up to ``limit`` due tasks to ``worker_id``."""
-    _execute(cursor, f"select {_CLAIMED_TASK_COLUMNS} from reproq.claim(%s, %s, %s, %s, %s)",
-             (worker_id, list(queues), limit, lease_seconds, now))
-    return _rows(cursor, ClaimedTask)
+    return _select_rows(cursor, ClaimedTask, "from reproq.claim(%s, %s, %s, %s, %s)",
+                        (worker_id, list(queues), limit, lease_seconds, now))
 
 
 def heartbeat(cursor, worker_id: str, lease_seconds: int = 60,
@@ -420,18 +415,17 @@ def listen(cursor) -> None:
 
 
 def get_task_run(cursor, result_id: int) -> TaskRun | None:
-    _execute(cursor, f"select {_TASK_RUN_COLUMNS} from reproq.task_runs where result_id = %s",
-             (result_id,))
-    rows = _rows(cursor, TaskRun)
+    rows = _select_rows(cursor, TaskRun, "from reproq.task_runs where result_id = %s",
+                        (result_id,))
     return rows[0] if rows else None
 
 
 def get_task_runs(cursor, result_ids: Sequence[int]) -> list[TaskRun]:
     if not result_ids:
         return []
-    _execute(cursor, f"select {_TASK_RUN_COLUMNS} from reproq.task_runs"
-                     " where result_id = any(%s) order by result_id", (list(result_ids),))
-    return _rows(cursor, TaskRun)
+    return _select_rows(cursor, TaskRun,
+                        "from reproq.task_runs where result_id = any(%s) order by result_id",
+                        (list(result_ids),))
 
 
 def status_counts(cursor) -> dict[str, int]:
@@ -484,9 +478,8 @@ def applied_migrations(cursor) -> list[AppliedMigration]:
     """Applied migrations, or an empty list when the bookkeeping table does not exist."""
     if not _scalar(cursor, "select to_regclass('reproq.schema_migrations') is not null"):
         return []
-    _execute(cursor, "select version, name, checksum from reproq.schema_migrations"
-                     " order by version")
-    return _rows(cursor, AppliedMigration)
+    return _select_rows(cursor, AppliedMigration,
+                        "from reproq.schema_migrations order by version")
 
 
 def run_script(cursor, sql_text: str) -> None:
