@@ -5,11 +5,11 @@ trip, so children hold a queue of them and the runner claims many ahead. Up to
 ``QUEUE_BEHIND_SECONDS`` a child still holds its next task, so it never waits for the runner
 between two tasks. Tasks under a second are claimed in batches worth about
 ``CLAIM_AHEAD_SECONDS`` per child. Slow ones are claimed only for idle children, so a long task
-never waits in one runner while another is idle. A
-task that turns out slow does not hold up the queue behind it: once it has run well past the
-average, the runner takes the tasks queued behind it back and gives them to other children.
-Outcomes are stored together so that every call to PostgreSQL carries several: each has a fixed
-cost, in the runner and on the server, that one task should not carry alone.
+never waits in one runner while another is idle. A task that turns out slow does not hold up
+the queue behind it: once it has run well past the average, the runner takes the tasks queued
+behind it back and gives them to other children. Outcomes are stored together so that every
+call to PostgreSQL carries several: each has a fixed cost, in the runner and on the server,
+that one task should not carry alone.
 """
 
 from __future__ import annotations
