@@ -22,7 +22,10 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 
 log = logging.getLogger("reproq.runner")
 
-OUTCOME_COUNTERS = ("claimed", "succeeded", "failed", "retried", "timed_out", "cancelled")
+# claimed counts every claim, handed_back the claimed tasks returned to the queue without
+# spending their attempt (reproq.release): claimed - handed_back is the attempts spent here.
+OUTCOME_COUNTERS = ("claimed", "handed_back", "succeeded", "failed", "retried", "timed_out",
+                    "cancelled")
 
 
 class NullMetrics:

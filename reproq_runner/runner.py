@@ -331,6 +331,9 @@ class Runner:
         ok, released = self.db.call(self.engine.release, self.to_release)
         if ok:
             log.info("handed %d task(s) back to the queue", len(released))
+            for task in self.to_release:
+                if task.result_id in released:
+                    self.metrics.count("handed_back", task.queue_name, task.task_path)
             self.to_release = []
 
     def _take_recorded(self, batches) -> None:

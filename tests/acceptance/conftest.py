@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from reproq_runner import queries
 from tests.waiting import wait_for  # noqa: F401 - the acceptance tests import it from here
@@ -96,3 +100,31 @@ def status_of(cur, result_id: int) -> str:
 def worker_registered(cur, worker_id: str) -> bool:
     cur.execute("select 1 from reproq.workers where worker_id = %s", (worker_id,))
     return cur.fetchone() is not None
+
+
+# -- a runner's /metrics ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(port: int, path: str, token: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def counter(metrics_text: str, name: str, labels: dict[str, str]) -> float:
+    """The value of one sample of a /metrics page (0 when absent)."""
+    return sum(sample.value for family in text_string_to_metric_families(metrics_text)
+               for sample in family.samples if sample.name == name and sample.labels == labels)

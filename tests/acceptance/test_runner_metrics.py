@@ -2,30 +2,8 @@
 METRICS_ALLOW_CIDRS."""
 
 import json
-import socket
-import urllib.error
-import urllib.request
 
-from tests.acceptance.conftest import enqueue, status_of, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get(port: int, path: str, token: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:
-        return 0, b""
+from tests.acceptance.conftest import enqueue, free_port, get, status_of, wait_for
 
 
 def test_metrics_need_the_bearer_token(cur, start_runner):

@@ -4,7 +4,8 @@ import pytest
 
 from reproq_runner import queries
 from tests import pg
-from tests.acceptance.conftest import enqueue, status_of, task_path, wait_for
+from tests.acceptance.conftest import (counter, enqueue, free_port, get, status_of, task_path,
+                                       wait_for)
 
 
 def enqueue_noops(cur, count: int, queue_name: str = "default") -> list[int]:
@@ -84,13 +85,23 @@ def test_a_runner_whose_children_are_all_stuck_hands_its_claimed_tasks_back(
     fast = enqueue_noops(cur, 300)
     slow = [enqueue(cur, "wait_for_file", [str(release), str(m)]) for m in markers]
     fast += enqueue_noops(cur, 300)
-    stuck = start_runner("--concurrency", "2")
+    port = free_port()
+    stuck = start_runner("--concurrency", "2", "--metrics-addr", f"127.0.0.1:{port}")
     wait_for(lambda: all(m.exists() for m in markers), message="both slow tasks started")
     start_runner("--concurrency", "1")
     wait_for(lambda: all_successful_once(cur, fast) == (600, 600), timeout=60,
              message="the fast tasks, while the slow ones wait")
     assert [status_of(cur, s) for s in slow] == ["RUNNING", "RUNNING"]
     assert "handing" in stuck.log()
+    # Its metrics: every claim counts, and claimed - handed_back is the attempts it spent.
+    metrics = get(port, "/metrics")[1].decode()
+    echo = {"queue": "default", "task": task_path("echo")}
+    handed_back = counter(metrics, "reproq_tasks_handed_back_total", echo)
+    assert handed_back > 0
+    cur.execute("select count(*) from reproq.task_runs where result_id = any(%s)"
+                " and worker_ids = array[%s]", (fast, stuck.worker_id))
+    assert counter(metrics, "reproq_tasks_claimed_total", echo) - handed_back \
+        == cur.fetchone()[0]
     release.touch()
     wait_for(lambda: [status_of(cur, s) for s in slow] == ["SUCCESSFUL"] * 2,
              message="the slow tasks")
