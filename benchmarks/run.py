@@ -200,6 +200,22 @@ def w_sqlclaim(ctx: Context) -> None:
                        base)
 
 
+# Where a warm runner's CPU goes, per task (from /proc/<pid>/stat: 10 ms ticks).
+CPU_GROUPS = (("children", "its child processes"), ("postgres", "PostgreSQL's processes"),
+              ("runner", "the runner process"))
+
+
+def register_cpu(reg: Registry, prefix: str, text: str) -> None:
+    for group, whose in CPU_GROUPS:
+        reg.figure(f"{prefix}.cpu_{group}_us", f"{text}: CPU time of {whose} per task",
+                   "µs/task", higher_is_better=False)
+
+
+def add_cpu(reg: Registry, prefix: str, result: runnerwork.DrainResult, n: int) -> None:
+    for group, _ in CPU_GROUPS:
+        reg.add(f"{prefix}.cpu_{group}_us", getattr(result.cpu, group) / n * 1e6)
+
+
 def w_drain(ctx: Context) -> None:
     """Workload 3: drain pre-enqueued no-op tasks with one runner (--burst)."""
     reg, s, conn = ctx.reg, ctx.sizes, ctx.conn
@@ -214,8 +230,12 @@ def w_drain(ctx: Context) -> None:
             reg.figure(key, text + " (first claim → last completion)", "tasks/s",
                        baseline="pgbench.claim_complete_100", target=Target(12_000))
             reg.figure(key + "_wall", text + " (process start → exit)", "tasks/s")
+    warm_text = f"warm runner (children up), default concurrency, {s.drain:,} noop tasks"
     if missing:
+        reg.unavailable("drain.warm", warm_text, "tasks/s", missing)
         return
+    reg.figure("drain.warm", warm_text + " (first claim → last completion)", "tasks/s")
+    register_cpu(reg, "drain.warm", f"warm drain of {s.drain:,} noop tasks")
     path = "benchmarks.tasks.noop"
 
     def raw() -> float:  # the strongest baseline, measured right before each drain
@@ -243,6 +263,11 @@ def w_drain(ctx: Context) -> None:
         result = runnerwork.drain(conn, s.drain, best, path, ctx.log("drain-best"))
         reg.paired("drain.best", result.rate, base)
         reg.add("drain.best_wall", result.wall_rate)
+    for _ in range(ctx.repeat):
+        result = runnerwork.steady(conn, s.drain, runnerwork.DEFAULT_CONCURRENCY, path,
+                                   ctx.log("drain-warm"))
+        reg.add("drain.warm", result.rate)
+        add_cpu(reg, "drain.warm", result, s.drain)
 
 
 def w_latency(ctx: Context) -> None:
@@ -346,6 +371,7 @@ def w_realistic(ctx: Context) -> None:
                    higher_is_better=False, target=Target(1, at_least=False))
         reg.figure(f"realistic.{name}.rate", f"{text}: throughput (ideal "
                    f"{c / seconds:,.0f}/s)", "tasks/s")
+        register_cpu(reg, f"realistic.{name}", text)
     if missing:
         return
     for _ in range(ctx.repeat):
@@ -354,6 +380,7 @@ def w_realistic(ctx: Context) -> None:
             reg.add(f"realistic.{name}.overhead_ms",
                     runnerwork.overhead_ms(result.span, n, c, seconds))
             reg.add(f"realistic.{name}.rate", result.rate)
+            add_cpu(reg, f"realistic.{name}", result, n)
 
 
 def w_memory(ctx: Context) -> None:

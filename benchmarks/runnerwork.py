@@ -125,10 +125,47 @@ def busy_span(conn: psycopg.Connection) -> float:
 
 
 @dataclass
+class CpuTime:
+    """CPU seconds (user + system, every thread) by process group, from /proc/<pid>/stat."""
+
+    runner: float = 0.0
+    children: float = 0.0  # the runner's descendants: the forkserver and the task children
+    postgres: float = 0.0  # the server's processes, the benchmark's own backend excepted
+
+    def __sub__(self, other: CpuTime) -> CpuTime:
+        return CpuTime(self.runner - other.runner, self.children - other.children,
+                       self.postgres - other.postgres)
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # it has exited: its time is lost to the measurement
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+
+
+def cpu_time(conn: psycopg.Connection, runner_pid: int) -> CpuTime:
+    """CPU used so far by the runner, its descendants and PostgreSQL (not counting the
+    backend of ``conn``, the benchmark's own, which polls for the end of a measurement)."""
+    postmaster = int((cluster.attached().data_dir / "postmaster.pid").read_text().split()[0])
+    own_backend = conn.info.backend_pid
+    return CpuTime(
+        runner=_cpu_seconds(runner_pid),
+        children=sum(_cpu_seconds(pid) for pid in _tree(runner_pid) if pid != runner_pid),
+        postgres=sum(_cpu_seconds(pid) for pid in _tree(postmaster) if pid != own_backend),
+    )
+
+
+@dataclass
 class DrainResult:
     rate: float         # tasks/s, first claim → last completion (database timestamps)
     wall_rate: float    # tasks/s, process start → exit (includes Django setup, children)
     span: float
+    cpu: CpuTime | None = None  # while the measured tasks ran (steady state only)
 
 
 def drain(conn: psycopg.Connection, n: int, concurrency: int | None, task_path: str,
@@ -271,10 +308,12 @@ def steady(conn: psycopg.Connection, n: int, concurrency: int, task_path: str,
         sqlwork.preload(conn, warm, task_path)
         wait_until_finished(conn, warm, 300, process, log)
         last_warm = conn.execute("select max(result_id) from reproq.task_runs").fetchone()[0]
+        cpu_before = cpu_time(conn, process.pid)
         sqlwork.preload(conn, n, task_path)
         started = time.perf_counter()
         wait_until_finished(conn, warm + n, timeout, process, log)
         wall = time.perf_counter() - started
+        cpu = cpu_time(conn, process.pid) - cpu_before
     finally:
         stop_worker(process)
     done, once, span = conn.execute(
@@ -284,4 +323,4 @@ def steady(conn: psycopg.Connection, n: int, concurrency: int, task_path: str,
         " from reproq.task_runs where result_id > %s", (last_warm,)).fetchone()
     if (done, once) != (n, n):
         raise RuntimeError(f"{n} tasks: {done} SUCCESSFUL, {once} after exactly one attempt")
-    return DrainResult(n / float(span), n / wall, float(span))
+    return DrainResult(n / float(span), n / wall, float(span), cpu)
