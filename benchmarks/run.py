@@ -200,7 +200,7 @@ def w_sqlclaim(ctx: Context) -> None:
                        base)
 
 
-# Where a warm runner's CPU goes, per task (from /proc/<pid>/stat: 10 ms ticks).
+# Where a warm runner's CPU goes, per task (runnerwork.cpu_time).
 CPU_GROUPS = (("children", "its child processes"), ("postgres", "PostgreSQL's processes"),
               ("runner", "the runner process"))
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 # holds many more claimed ahead.
 FAST_TASK_SECONDS = 0.02
 # While tasks are fast, each child holds enough queued tasks to stay busy through about this
-# long without the runner (a claim or a completion round trip), at most MAX_CHILD_DEPTH: a task
-# that turns out slow delays the tasks queued behind it by about this much.
+# long without the runner (a claim or a completion round trip), at most MAX_CHILD_DEPTH. A task
+# that turns out slow holds up those queued behind it until it has run stalled_after(), when
+# the runner takes them back.
 CHILD_QUEUE_SECONDS = 0.05
 MAX_CHILD_DEPTH = 64
 # Below this average duration a child holds at least its next task besides the one it runs:

@@ -1,8 +1,9 @@
 """Every SQL statement reproq's Python code sends, one typed function per SQL function.
 
 Each function takes any DB-API cursor (psycopg 3, or Django's cursor so that enqueue joins the
-caller's transaction) and returns frozen dataclasses built by column name. Database errors with
-a reproq SQLSTATE come out as the named exceptions of ``reproq_runner.errors``.
+caller's transaction) and returns frozen dataclasses (a named tuple for the claimed task), built
+from a select list made from their fields. Database errors with a reproq SQLSTATE come out as
+the named exceptions of ``reproq_runner.errors``.
 """
 
 from __future__ import annotations

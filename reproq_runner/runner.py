@@ -437,16 +437,20 @@ class Runner:
 
     def _maybe_start_draining(self) -> None:
         if self.signals and self.stop_deadline is None:
+            # Tasks claimed and not started, held here or queued in a child behind the task it
+            # runs, go back to the queue now (no attempt spent); only running tasks finish.
+            self.to_release.extend(a.task for a in self.buffer)
+            self.buffer.clear()
+            self.to_release.extend(self.supervisor.withdraw_queued())
             # Also while already draining for --burst or --max-tasks: the signal still bounds
             # the wait for running tasks and hands back those not started.
             if self.draining:
                 log.info("signal received while stopping: running tasks get %s s",
                          self.config.shutdown_timeout)
                 self.stop_deadline = time.monotonic() + self.config.shutdown_timeout
+                self._flush(time.monotonic())
             else:
                 self._start_draining("signal received", self.config.shutdown_timeout)
-            self.to_release.extend(a.task for a in self.buffer)  # never started: no attempt
-            self.buffer.clear()
             return
         if self.draining:
             return

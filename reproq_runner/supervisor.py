@@ -239,6 +239,14 @@ class Supervisor:
                 withdrawn.extend(taken)
         return withdrawn
 
+    def withdraw_queued(self) -> list[ClaimedTask]:
+        """Take back every task queued in a child behind the one it runs (on a stop signal)."""
+        withdrawn = []
+        for child in self.busy_children():
+            if len(child.assigned) > 1 and child.kill_kind is None:
+                withdrawn.extend(self.withdraw(child))
+        return withdrawn
+
     def all_stalled(self, stalled_after: float, now: float | None = None) -> bool:
         """Is every child running a task that has run for ``stalled_after`` seconds?"""
         now = time.monotonic() if now is None else now

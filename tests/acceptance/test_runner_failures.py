@@ -46,6 +46,31 @@ def test_sigterm_finishes_short_tasks_and_hands_back_long_ones(cur, start_runner
     assert handed_back.errors_json == []
 
 
+def test_sigterm_hands_back_the_tasks_queued_in_a_child_too(cur, start_runner, tmp_path):
+    """Under 0.1 s a child holds its next task as well; on a stop signal that one goes back to
+    the queue with the runner's own claimed tasks, and only the running task finishes."""
+    warm_up = [queries.task_item(task_path("sleep"), [0.06], dedup=False) for _ in range(45)]
+    warm_up_ids = [row.result_id for row in queries.enqueue_many(cur, warm_up)]
+    runner = start_runner("--concurrency", "1", "--shutdown-timeout", "30")
+    wait_for(lambda: all(status_of(cur, i) == "SUCCESSFUL" for i in warm_up_ids), timeout=60,
+             message="the warm-up tasks (the runner learns they take about 60 ms)")
+    release, marker = tmp_path / "release", tmp_path / "started"
+    items = [queries.task_item(task_path("wait_for_file"), [str(release), str(marker)],
+                               dedup=False),
+             *(queries.task_item(task_path("sleep"), [0.06], dedup=False) for _ in range(3))]
+    running, *behind = [row.result_id for row in queries.enqueue_many(cur, items)]
+    wait_for(marker.exists, message="the waiting task started")
+    runner.signal(signal.SIGTERM)
+    wait_for(lambda: "handed" in runner.log(), message="the hand-back")
+    release.touch()
+    assert runner.wait() == 0, runner.log()
+    assert status_of(cur, running) == "SUCCESSFUL"
+    for result_id in behind:
+        task = queries.get_task_run(cur, result_id)
+        assert (task.status, task.attempts) == ("READY", 0), runner.log()
+    assert "handed 3 task(s) back" in runner.log()
+
+
 def test_sigterm_during_a_max_tasks_stop_still_bounds_the_wait(cur, start_runner, tmp_path):
     """--max-tasks reached starts a stop with no deadline; a signal then still gives the
     running task the shutdown timeout and hands it back."""

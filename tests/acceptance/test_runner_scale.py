@@ -36,14 +36,16 @@ def test_two_runners_run_each_of_2000_tasks_exactly_once(cur, start_runner):
 
 @pytest.mark.slow
 def test_tasks_whose_durations_cross_the_pacing_thresholds_each_run_once(cur, start_runner):
-    """Fast tasks, then a stretch of 30 ms ones (the runners' average crosses 20 ms: children
-    holding deep queues drop to one task each, claims and flushes change pace), then fast ones
-    again: every task still runs exactly once and its outcome is stored."""
+    """Fast tasks, then a stretch of 30 ms ones, then 150 ms ones (the runners' average crosses
+    20 ms and then 0.1 s: children holding deep queues drop to two tasks each, then to one;
+    claims and flushes change pace), then fast ones again: every task still runs exactly once
+    and its outcome is stored."""
     def items(name, args_list):
         return [queries.task_item(task_path(name), args, dedup=False) for args in args_list]
 
     batches = [items("echo", [[i] for i in range(300)]),
                items("sleep", [[0.03, None]] * 80),
+               items("sleep", [[0.15, None]] * 60),
                items("echo", [[i] for i in range(300, 600)])]
     ids = [row.result_id for batch in batches for row in queries.enqueue_many(cur, batch)]
     first = start_runner("--burst", "--concurrency", "3")
@@ -52,8 +54,9 @@ def test_tasks_whose_durations_cross_the_pacing_thresholds_each_run_once(cur, st
     assert second.wait(240) == 0, second.log()
     assert all_successful_once(cur, ids) == (len(ids), len(ids))
     runs = queries.get_task_runs(cur, ids)
-    assert [r.return_json for r in runs[:300] + runs[380:]] == list(range(600))
+    assert [r.return_json for r in runs[:300] + runs[440:]] == list(range(600))
     assert all(r.return_json == {"slept": 0.03} for r in runs[300:380])
+    assert all(r.return_json == {"slept": 0.15} for r in runs[380:440])
 
 
 @pytest.mark.slow
@@ -94,14 +97,19 @@ def test_a_runner_whose_children_are_all_stuck_hands_its_claimed_tasks_back(
     assert [status_of(cur, s) for s in slow] == ["RUNNING", "RUNNING"]
     assert "handing" in stuck.log()
     # Its metrics: every claim counts, and claimed - handed_back is the attempts it spent.
-    metrics = get(port, "/metrics")[1].decode()
     echo = {"queue": "default", "task": task_path("echo")}
-    handed_back = counter(metrics, "reproq_tasks_handed_back_total", echo)
-    assert handed_back > 0
     cur.execute("select count(*) from reproq.task_runs where result_id = any(%s)"
                 " and worker_ids = array[%s]", (fast, stuck.worker_id))
-    assert counter(metrics, "reproq_tasks_claimed_total", echo) - handed_back \
-        == cur.fetchone()[0]
+    ran_here = cur.fetchone()[0]
+
+    def counters_match() -> bool:
+        metrics = get(port, "/metrics")[1].decode()
+        claimed = counter(metrics, "reproq_tasks_claimed_total", echo)
+        handed_back = counter(metrics, "reproq_tasks_handed_back_total", echo)
+        return handed_back > 0 and claimed - handed_back == ran_here
+
+    wait_for(counters_match,
+             message=f"claimed - handed_back == {ran_here}, the tasks the stuck runner ran")
     release.touch()
     wait_for(lambda: [status_of(cur, s) for s in slow] == ["SUCCESSFUL"] * 2,
              message="the slow tasks")
