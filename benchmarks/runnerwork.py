@@ -126,7 +126,7 @@ def busy_span(conn: psycopg.Connection) -> float:
 
 @dataclass
 class CpuTime:
-    """CPU seconds (user + system, every thread) by process group, from /proc/<pid>/stat."""
+    """CPU seconds (every thread) by process group (see ``_cpu_seconds``)."""
 
     runner: float = 0.0
     children: float = 0.0  # the runner's descendants: the forkserver and the task children

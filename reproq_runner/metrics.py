@@ -22,10 +22,9 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 
 log = logging.getLogger("reproq.runner")
 
-# claimed counts every claim, handed_back the claimed tasks given back through reproq.release,
-# which refunds their attempt (tasks cancelled before they started among them: those end
-# CANCELLED and are counted there, not in cancelled): claimed - handed_back is the attempts
-# spent here.
+# claimed counts every claim; handed_back the claimed tasks given back through reproq.release,
+# which refunds their attempt (those cancelled before they started too: they end CANCELLED
+# but count here, not in cancelled). claimed - handed_back is the attempts spent here.
 OUTCOME_COUNTERS = ("claimed", "handed_back", "succeeded", "failed", "retried", "timed_out",
                     "cancelled")
 
