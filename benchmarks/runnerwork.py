@@ -167,11 +167,8 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _ticked_cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS if fields else 0.0  # utime, stime
 
 
 def cpu_time(conn: psycopg.Connection, runner_pid: int) -> CpuTime:
@@ -250,16 +247,22 @@ def pickup_latency(conn: psycopg.Connection, rate: float, seconds: float,
     return {q: percentile(latencies, q) for q in (50, 95, 99)}
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, …), or None
+    once the process has exited."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
+        fields = _stat_fields(int(entry.name))
+        if fields is not None and int(fields[1]) == pid:
             found.append(int(entry.name))
     return found
 

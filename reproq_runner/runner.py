@@ -268,10 +268,16 @@ class Runner:
             return
         log.info("every child is busy with a slow task: handing %d claimed task(s) back to the "
                  "queue", len(self.buffer))
-        self.to_release.extend(a.task for a in self.buffer)
-        self.claimed_total -= len(self.buffer)  # for --max-tasks: these did not run here
-        self.buffer.clear()
+        self.claimed_total -= self._hand_back_buffer()  # for --max-tasks: these did not run here
         self.may_have_work = True  # they are due: claim again once a child is free
+
+    def _hand_back_buffer(self) -> int:
+        """Queue the claimed tasks no child was given for reproq.release (no attempt spent);
+        returns how many."""
+        count = len(self.buffer)
+        self.to_release.extend(a.task for a in self.buffer)
+        self.buffer.clear()
+        return count
 
     def _keep_notifier(self) -> None:
         """(Re)connect the LISTEN connection and keep its socket registered."""
@@ -439,8 +445,7 @@ class Runner:
         if self.signals and self.stop_deadline is None:
             # Tasks claimed and not started, held here or queued in a child behind the task it
             # runs, go back to the queue now (no attempt spent); only running tasks finish.
-            self.to_release.extend(a.task for a in self.buffer)
-            self.buffer.clear()
+            self._hand_back_buffer()
             self.to_release.extend(self.supervisor.withdraw_queued())
             # Also while already draining for --burst or --max-tasks: the signal still bounds
             # the wait for running tasks and hands back those not started.
@@ -517,8 +522,7 @@ class Runner:
                 if isinstance(key.data, Child):
                     self._collect(self.supervisor.on_readable(key.data))
         self.to_release.extend(self.supervisor.take_orphans())  # queued in killed children
-        self.to_release.extend(a.task for a in self.buffer)
-        self.buffer.clear()
+        self._hand_back_buffer()
         self.draining = True
         self._release()
         self._record_before_exit(timeout=5.0)

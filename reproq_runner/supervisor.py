@@ -87,6 +87,11 @@ class Child:
     def current(self) -> ClaimedTask | None:
         return self.assigned[0] if self.assigned else None
 
+    @property
+    def holds_queued_tasks(self) -> bool:
+        """Tasks wait behind the one it runs, and it is not being killed."""
+        return len(self.assigned) > 1 and self.kill_kind is None
+
     def stalled(self, stalled_after: float, now: float) -> bool:
         """Is its task (not one it is being killed for) running for ``stalled_after`` s?"""
         return bool(self.assigned) and self.kill_kind is None and now - self.started > stalled_after
@@ -229,7 +234,7 @@ class Supervisor:
         now = time.monotonic() if now is None else now
         withdrawn = []
         for child in self.busy_children():
-            if len(child.assigned) > 1 and child.stalled(stalled_after, now):
+            if child.holds_queued_tasks and child.stalled(stalled_after, now):
                 running = child.current
                 taken = self.withdraw(child)
                 if taken:
@@ -241,11 +246,8 @@ class Supervisor:
 
     def withdraw_queued(self) -> list[ClaimedTask]:
         """Take back every task queued in a child behind the one it runs (on a stop signal)."""
-        withdrawn = []
-        for child in self.busy_children():
-            if len(child.assigned) > 1 and child.kill_kind is None:
-                withdrawn.extend(self.withdraw(child))
-        return withdrawn
+        return [task for child in self.busy_children() if child.holds_queued_tasks
+                for task in self.withdraw(child)]
 
     def all_stalled(self, stalled_after: float, now: float | None = None) -> bool:
         """Is every child running a task that has run for ``stalled_after`` seconds?"""
@@ -264,8 +266,7 @@ class Supervisor:
     def next_stall_in(self, stalled_after: float, now: float | None = None) -> float | None:
         """Seconds until the first child holding queued tasks counts as stalled."""
         now = time.monotonic() if now is None else now
-        due = [c.started + stalled_after - now for c in self.children
-               if len(c.assigned) > 1 and c.kill_kind is None]
+        due = [c.started + stalled_after - now for c in self.children if c.holds_queued_tasks]
         return max(0.0, min(due)) if due else None
 
     # -- stopping tasks ---------------------------------------------------------------------
