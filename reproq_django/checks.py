@@ -9,6 +9,7 @@ reproq.E003    the reproq schema is older than the code, or an applied file was 
 reproq.E004    a ReproqBackend is configured but ``reproq_django`` is not in INSTALLED_APPS
 reproq.E005    invalid backend ``OPTIONS``
 reproq.E006    ``REPROQ_QUEUE_DATABASES``/``REPROQ_DEFAULT_DB_ALIAS`` name an unknown alias
+reproq.W001    the reproq schema could not be checked (a database error)
 reproq.W003    the reproq schema is missing or older than the code, and ``migrate`` has reproq
                migrations to apply (a warning, so ``migrate`` itself is not blocked)
 reproq.W002    several queue databases but ``REPROQ_RESULT_ID_WITH_ALIAS = False``: results of

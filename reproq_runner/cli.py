@@ -81,7 +81,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, with_dsn: bool = Tr
                         help="exit 0 after claiming this many tasks and finishing them")
     parser.add_argument("--allowed-task-modules", type=_comma_list, default=None,
                         help="comma-separated task-path prefixes that may be imported "
-                             "(default: ALLOWED_TASK_MODULES, else installed apps' tasks)")
+                             "(default: REPROQ_ALLOWED_TASK_MODULES, else installed apps' tasks)")
     parser.add_argument("--logs-dir", type=Path, default=None,
                         help="capture each attempt's stdout/stderr under this folder and "
                              "store its file:// URI as the run's logs_uri")

@@ -42,7 +42,7 @@ logger = logging.getLogger("reproq")
 
 
 class TaskNotAllowed(Exception):
-    """The task path is outside ALLOWED_TASK_MODULES; it was not imported."""
+    """The task path is outside the allowed task modules; it was not imported."""
 
 
 class NotATask(TypeError):
@@ -183,7 +183,7 @@ class _Attempt:
         allowed = self.executor.allowed_task_modules
         if not conf.is_allowed_task_path(path, allowed):
             raise TaskNotAllowed(
-                f"task path {path!r} is outside ALLOWED_TASK_MODULES {list(allowed)}; it was "
+                f"task path {path!r} is outside the allowed task modules {list(allowed)}; it was "
                 "not imported. Add its module to REPROQ_ALLOWED_TASK_MODULES (or "
                 "--allowed-task-modules) if it is a real task."
             )

@@ -161,7 +161,7 @@ def test_a_psql_row_outside_the_allow_list_never_executes(drain, monkeypatch):
         run = queries.get_task_run(cursor, result_id)
     assert ran == []
     assert run.status == "FAILED" and run.attempts == 1  # refused for good, not retried
-    assert "outside ALLOWED_TASK_MODULES" in run.errors_json[0]["message"]
+    assert "outside the allowed task modules" in run.errors_json[0]["message"]
     assert run.errors_json[0]["exception_class_path"].endswith("TaskNotAllowed")
 
 
@@ -177,7 +177,7 @@ def test_an_executor_follows_settings_changes(drain):
     with connection.cursor() as cursor:
         run = queries.get_task_run(cursor, int(second.id))
     assert run.status == "FAILED"
-    assert "outside ALLOWED_TASK_MODULES" in run.errors_json[0]["message"]
+    assert "outside the allowed task modules" in run.errors_json[0]["message"]
 
 
 def test_refusal_happens_before_import(monkeypatch):
