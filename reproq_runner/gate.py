@@ -41,6 +41,11 @@ class Gate:
             state[_NEXT] = number + 1
             return not state[_SKIP_FROM] <= number < state[_SKIP_UNTIL]
 
+    def position(self) -> int:
+        """Runner side: how many of the tasks sent the child has read and started or passed
+        over (a plain read: it only grows)."""
+        return self._state[_NEXT]
+
     def withdraw(self, sent: int) -> int:
         """Runner side: from now on the child starts none of the first ``sent`` tasks it has not
         started yet. Returns how many tasks this withdraws that an earlier call had not: they

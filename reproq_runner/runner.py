@@ -165,6 +165,7 @@ class Runner:
         self._take_back(self.supervisor.withdraw_stalled(self.stalled_after, now))
         self._hand_back_if_all_stalled(now)
         self._check_stop_deadline(now)
+        self._maybe_start_draining()  # a stop signal: the tasks held here must not start now
         self._dispatch()  # first: children wait for no database call
         self._flush(now)
         self._maybe_start_draining()
@@ -312,6 +313,7 @@ class Runner:
 
     def _cancel(self, result_ids: set[int]) -> None:
         waiting = [a for a in self.buffer if a.task.result_id in result_ids]
+        self.claimed_total -= len(waiting)  # for --max-tasks: these do not run here
         for assignment in waiting:
             self.buffer.remove(assignment)
             self.to_release.append(assignment.task)  # release() records CANCELLED
@@ -365,7 +367,10 @@ class Runner:
         if now >= self.next_poll:
             self.next_poll = now + self.config.poll_interval
             self.may_have_work = True
-        if not self.may_have_work or self.supervisor.all_stalled(self._hand_back_after(), now):
+        if (not self.may_have_work or not self.supervisor.ever_ready
+                or self.supervisor.all_stalled(self._hand_back_after(), now)):
+            # No claim before a child is ready: a runner whose children cannot set up must
+            # not hold tasks it will never run.
             return
         prefetch = self.pace.prefetch()
         capacity = self.config.concurrency * self.pace.child_depth() + prefetch
@@ -415,6 +420,8 @@ class Runner:
             batch = [self.buffer.popleft() for _ in range(count)]
             sent = self.supervisor.assign(child, batch)
             self.buffer.extendleft(reversed(batch[sent:]))  # its pipe is full: keep them
+        # Sent to a child that turned out to be gone: theirs is no other event to wait for.
+        self._take_back(self.supervisor.take_orphans())
 
     # -- stopping ---------------------------------------------------------------------------
 
@@ -442,7 +449,7 @@ class Runner:
                 self._drain_wakeup_pipe()
 
     def _maybe_start_draining(self) -> None:
-        if self.signals and self.stop_deadline is None:
+        if (self.signals or self.supervisor.setup_failure) and self.stop_deadline is None:
             # Tasks claimed and not started, held here or queued in a child behind the task it
             # runs, go back to the queue now (no attempt spent); only running tasks finish.
             self._hand_back_buffer()
@@ -455,7 +462,9 @@ class Runner:
                 self.stop_deadline = time.monotonic() + self.config.shutdown_timeout
                 self._flush(time.monotonic())
             else:
-                self._start_draining("signal received", self.config.shutdown_timeout)
+                self._start_draining("signal received" if self.signals
+                                     else "a new child process could not start",
+                                     self.config.shutdown_timeout)
             return
         if self.draining:
             return
@@ -490,9 +499,9 @@ class Runner:
     def _done(self) -> bool:
         if not self.draining:
             return False
-        if self.supervisor.running_count() or self.buffer or self.recorder.busy:
+        if self.supervisor.running_count() or self.buffer:
             return False
-        if not self.pending and not self.to_release:
+        if not self.pending and not self.to_release and not self.recorder.busy:
             return True
         now = time.monotonic()
         if self.stop_deadline is None:
@@ -500,8 +509,10 @@ class Runner:
             # a signal would give (a runner run by cron must not wait forever).
             self.stop_deadline = now + self.config.shutdown_timeout
         if now > self.stop_deadline + STOP_GRACE_FOR_DATABASE_SECONDS:
-            log.error("database unavailable: %d outcome(s) and %d hand-back(s) not stored; "
-                      "their leases will expire", len(self.pending), len(self.to_release))
+            log.error("database unavailable: %d outcome(s) and %d hand-back(s) not stored%s; "
+                      "their leases will expire", len(self.pending), len(self.to_release),
+                      ", and a batch of outcomes still being stored" if self.recorder.busy
+                      else "")
             return True
         return False
 
@@ -509,7 +520,7 @@ class Runner:
         self.supervisor.close_all(timeout=5)
         self.db.call(queries.unregister_worker, self.worker_id)
         log.info("runner stopped", extra={"worker_id": self.worker_id})
-        return EXIT_OK
+        return EXIT_ERROR if self.supervisor.setup_failure else EXIT_OK
 
     def _stop_now(self) -> int:
         """Second signal: kill the children, hand their tasks back, exit."""

@@ -110,6 +110,8 @@ class Supervisor:
         self.stopping = False
         self.ever_ready = False
         self.orphans: list[ClaimedTask] = []  # sent to a child that died before starting them
+        # A replacement child could not set up while others run tasks: the runner stops gently.
+        self.setup_failure: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -341,7 +343,12 @@ class Supervisor:
             self.ever_ready = True
             return None
         if isinstance(message, SetupFailed):
-            raise ChildSetupError(f"a child process could not start:\n{message.traceback}")
+            if not self.ever_ready:
+                raise ChildSetupError(f"a child process could not start:\n{message.traceback}")
+            log.error("a new child process could not start:\n%s", message.traceback)
+            self.setup_failure = message.traceback
+            self.stopping = True  # replace no more children
+            return None
         log.error("unexpected message from child %s: %r", child.pid, message)
         return None
 
@@ -353,8 +360,10 @@ class Supervisor:
             return None
         child.assigned.popleft()
         child.queued_bytes -= child.frame_bytes.popleft()
-        if not child.assigned:
-            child.queued_bytes = 0  # what is left in the pipe was withdrawn (see Child)
+        if not child.assigned and (child.gate is None or child.gate.position() >= child.sent):
+            # What was left in the pipe was withdrawn, and the child has read past it too (it
+            # may not have yet: then those bytes still take room, see Child).
+            child.queued_bytes = 0
         child.started = done.finished  # the next task, if any, started then
         if child.kill_kind is not None:
             child.kill_kind = COMPLETED  # it finished first; the kill only ends the process

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 from reproq_runner.outcome import Succeeded
 from reproq_runner.queries import ClaimedTask
 
@@ -16,4 +20,34 @@ class NoopExecutor:
         pass
 
     def execute(self, task: ClaimedTask) -> Succeeded:
+        return Succeeded("null")
+
+
+class SetupFailsExecutor(NoopExecutor):
+    """Its children cannot set up (as with broken settings)."""
+
+    def setup(self) -> None:
+        raise ImportError("cannot import the settings (a test's broken setup)")
+
+
+class SetupFailsLaterExecutor(NoopExecutor):
+    """Sets up until the file named by ``$REPROQ_TEST_SETUP_FAILS`` exists, then cannot: the
+    children started first run tasks, their replacements fail. Tasks by the last part of their
+    path: ``wait`` touches ``args[1]`` then waits for the file ``args[0]``; ``crash`` kills its
+    child; any other succeeds."""
+
+    def setup(self) -> None:
+        if os.path.exists(os.environ["REPROQ_TEST_SETUP_FAILS"]):
+            raise ImportError("cannot import the settings (a test's broken setup)")
+
+    def execute(self, task: ClaimedTask) -> Succeeded:
+        kind = task.task_path.rsplit(".", 1)[-1]
+        if kind == "crash":
+            os._exit(7)
+        if kind == "wait":
+            release, marker = task.spec_json["args"]
+            Path(marker).touch()
+            deadline = time.monotonic() + 120
+            while not os.path.exists(release) and time.monotonic() < deadline:
+                time.sleep(0.01)
         return Succeeded("null")

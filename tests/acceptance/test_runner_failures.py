@@ -1,6 +1,7 @@
 """Tasks that crash, hang, get cancelled or refused, and runners that get killed or stopped:
 the runner process survives and every task ends in the state the rules give it."""
 
+import os
 import signal
 from pathlib import Path
 
@@ -174,3 +175,63 @@ def test_allow_list_flag_limits_task_modules(cur, start_runner):
     assert runner.wait() == 0, runner.log()
     run = queries.get_task_run(cur, result_id)
     assert run.status == "FAILED" and task_path("echo") in run.errors_json[-1]["message"]
+
+
+EXECUTORS = "tests.acceptance.executors"
+
+
+def test_children_that_cannot_set_up_leave_the_queue_untouched(cur, start_runner):
+    """No claim before a child is ready: a runner that cannot start its children exits 1 and
+    holds no lease (before, it claimed at once and each restart spent an attempt)."""
+    ids = [enqueue(cur, "echo", [i]) for i in range(5)]
+    runner = start_runner("--executor", f"{EXECUTORS}:SetupFailsExecutor", "--concurrency", "2")
+    assert runner.wait() == 1, runner.log()
+    assert "could not start" in runner.log()
+    for result_id in ids:
+        run = queries.get_task_run(cur, result_id)
+        assert (run.status, run.attempts, run.worker_ids) == ("READY", 0, [])
+
+
+def test_a_replacement_child_that_cannot_set_up_stops_the_runner_gently(cur, start_runner,
+                                                                         tmp_path):
+    """Children ran tasks, then a replacement fails its setup: the runner stops as on SIGTERM
+    (running tasks finish and are stored) and exits 1, instead of dying with them."""
+    broken, release, started = tmp_path / "broken", tmp_path / "release", tmp_path / "started"
+    waiting = queries.enqueue(cur, "t.wait", [str(release), str(started)], dedup=False)
+    runner = start_runner("--executor", f"{EXECUTORS}:SetupFailsLaterExecutor",
+                          "--concurrency", "2", "--shutdown-timeout", "60",
+                          env={"REPROQ_TEST_SETUP_FAILS": str(broken)})
+    wait_for(started.exists, message="the waiting task started")
+    broken.touch()  # from now on a new child cannot set up
+    crashing = queries.enqueue(cur, "t.crash", [], dedup=False, max_attempts=1)
+    wait_for(lambda: "could not start" in runner.log(), message="the replacement's failure")
+    assert runner.process.poll() is None, runner.log()  # still waiting for the running task
+    release.touch()
+    assert runner.wait() == 1, runner.log()
+    assert status_of(cur, waiting) == "SUCCESSFUL"
+    crashed = queries.get_task_run(cur, crashing)
+    assert crashed.status == "FAILED"
+    assert crashed.errors_json[0]["exception_class_path"] == "reproq.WorkerCrashed"
+
+
+def test_stop_gives_up_on_a_stuck_recorder_after_the_grace(cur, start_runner, tmp_path):
+    """A stopping runner waits for the database at most --shutdown-timeout + 10 s, also when
+    the recorder's call hangs (here its backend is stopped with SIGSTOP)."""
+    warm = enqueue(cur, "echo", ["warm"])
+    runner = start_runner("--concurrency", "1", "--shutdown-timeout", "1")
+    wait_for(lambda: status_of(cur, warm) == "SUCCESSFUL", message="warm-up task")
+    cur.execute("select pid from pg_stat_activity where query like '%%complete_many%%'"
+                " and pid <> pg_backend_pid()")
+    [(recorder_backend,)] = cur.fetchall()
+    os.kill(recorder_backend, signal.SIGSTOP)
+    try:
+        marker = tmp_path / "started"
+        enqueue(cur, "sleep", [0, str(marker)])
+        wait_for(marker.exists, message="the task started")
+        runner.signal(signal.SIGTERM)
+        # Before: it waited for as long as the recorder's call hung.
+        assert runner.wait(timeout=40) == 0, runner.log()
+        assert "database unavailable" in runner.log()
+    finally:
+        os.kill(recorder_backend, signal.SIGCONT)
+
