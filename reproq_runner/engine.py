@@ -49,9 +49,10 @@ class Engine:
             return []
         return queries.claim(cursor, self.worker_id, self.queues, limit, self.lease_seconds)
 
-    def heartbeat(self, cursor) -> list[int]:
-        """Extend our leases; returns the ids of our tasks whose cancellation was requested."""
-        return queries.heartbeat(cursor, self.worker_id, self.lease_seconds)
+    def heartbeat(self, cursor, held: Iterable[int]) -> list[int]:
+        """Extend the leases of the tasks we hold (``held``: their ids); returns the ids of our
+        tasks whose cancellation was requested."""
+        return queries.heartbeat(cursor, self.worker_id, self.lease_seconds, held=held)
 
     def record(self, cursor, outcomes: Sequence[tuple[ClaimedTask, Outcome]]) -> Recorded:
         """Store outcomes: successes in one call, then each failure."""

@@ -298,10 +298,15 @@ def claim(cursor, worker_id: str, queues: Sequence[str], limit: int = 1,
 
 
 def heartbeat(cursor, worker_id: str, lease_seconds: int = 60,
-              now: datetime | None = None) -> list[int]:
-    """reproq.heartbeat: extend the worker's leases; returns ids whose cancel was requested."""
-    return _column(cursor, "select reproq.heartbeat(%s, %s, %s)",
-                   (worker_id, lease_seconds, now))
+              now: datetime | None = None, *, held: Iterable[int] | None = None) -> list[int]:
+    """reproq.heartbeat: extend the worker's spent leases, only those of ``held`` when given
+    (the runner's form; without it, every lease of the worker, as runners before 0006 did);
+    returns the ids whose cancellation was requested."""
+    if held is None:
+        return _column(cursor, "select reproq.heartbeat(%s, %s, %s)",
+                       (worker_id, lease_seconds, now))
+    return _column(cursor, "select reproq.heartbeat(%s, %s::bigint[], %s, %s)",
+                   (worker_id, _array_literal(held), lease_seconds, now))
 
 
 def complete(cursor, result_id: int, lease_token: uuid.UUID, return_value: Any = None,

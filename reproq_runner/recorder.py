@@ -12,6 +12,7 @@ import logging
 import os
 import queue
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 from reproq_runner.database import Database
@@ -40,7 +41,7 @@ class Recorder:
         self.wakeup_fd = wakeup_fd
         self._jobs: queue.SimpleQueue[Outcomes | None] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[BatchResult] = queue.SimpleQueue()
-        self._in_flight = 0
+        self._submitted: deque[Outcomes] = deque()  # in flight, oldest first
         self._thread = threading.Thread(target=self._serve, name="reproq-recorder",
                                          daemon=True)
         self._thread.start()
@@ -49,7 +50,11 @@ class Recorder:
 
     @property
     def busy(self) -> bool:
-        return self._in_flight > 0
+        return bool(self._submitted)
+
+    def in_flight(self) -> Outcomes:
+        """The outcomes submitted and not yet returned by results() or wait()."""
+        return [item for batch in self._submitted for item in batch]
 
     def ready(self) -> bool:
         """Free to take a batch now (nothing in flight, no reconnect backoff running)."""
@@ -59,7 +64,7 @@ class Recorder:
         return 0.0 if self.db.healthy else self.db.seconds_until_retry()
 
     def submit(self, outcomes: Outcomes) -> None:
-        self._in_flight += 1
+        self._submitted.append(outcomes)
         self._jobs.put(outcomes)
 
     def results(self) -> list[BatchResult]:
@@ -70,7 +75,7 @@ class Recorder:
                 finished.append(self._results.get_nowait())
             except queue.Empty:
                 break
-        self._in_flight -= len(finished)
+        self._returned(len(finished))
         return finished
 
     def wait(self, timeout: float) -> list[BatchResult]:
@@ -81,8 +86,12 @@ class Recorder:
             finished = [self._results.get(timeout=timeout)]
         except queue.Empty:
             return []
-        self._in_flight -= 1
+        self._returned(1)
         return finished + self.results()
+
+    def _returned(self, count: int) -> None:
+        for _ in range(count):
+            self._submitted.popleft()
 
     def close(self, timeout: float = 5.0) -> None:
         self._jobs.put(None)

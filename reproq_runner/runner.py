@@ -306,10 +306,21 @@ class Runner:
 
     def _heartbeat(self, now: float) -> None:
         self.next_heartbeat = now + self.config.heartbeat_interval
-        ok, cancel_requested = self.db.call(self.engine.heartbeat)
+        ok, cancel_requested = self.db.call(self.engine.heartbeat, self._held_ids())
         self.health.database_reachable = ok
         if ok and cancel_requested:
             self._cancel(set(cancel_requested))
+
+    def _held_ids(self) -> list[int]:
+        """The tasks whose leases this runner keeps: claimed and not given to a child, in a
+        child (running or queued), finished and not yet stored, or to be handed back. A task
+        leased to this worker but not here (a claim whose reply was lost) is left to expire."""
+        held = [a.task.result_id for a in self.buffer]
+        held += [t.result_id for t in self.supervisor.held_tasks()]
+        held += [t.result_id for t, _ in self.pending]
+        held += [t.result_id for t, _ in self.recorder.in_flight()]
+        held += [t.result_id for t in self.to_release]
+        return held
 
     def _cancel(self, result_ids: set[int]) -> None:
         waiting = [a for a in self.buffer if a.task.result_id in result_ids]

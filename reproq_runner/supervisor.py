@@ -174,6 +174,10 @@ class Supervisor:
     def running_count(self) -> int:
         return sum(1 for c in self.children if c.assigned)
 
+    def held_tasks(self) -> list[ClaimedTask]:
+        """Every task sent to a child and not yet reported, and those orphaned."""
+        return [t for c in self.children for t in c.assigned] + self.orphans
+
     def take_orphans(self) -> list[ClaimedTask]:
         orphans, self.orphans = self.orphans, []
         return orphans

@@ -948,7 +948,49 @@ begin
 end;
 $$;
 
-COMMENT ON FUNCTION reproq.heartbeat(p_worker_id text, p_lease_seconds integer, p_now timestamp with time zone) IS 'Mark the worker seen and renew the leases of the tasks p_worker_id is running once a quarter of a lease is spent (at most 10 s of it): fresher leases are left as they are. Returns the ids of all its running tasks whose cancellation was requested.';
+COMMENT ON FUNCTION reproq.heartbeat(p_worker_id text, p_lease_seconds integer, p_now timestamp with time zone) IS 'The form of runners before 0006: mark the worker seen and renew every lease of p_worker_id once a quarter of it is spent (at most 10 s of it), including leases of tasks the runner never received. Returns the ids of all its running tasks whose cancellation was requested. Current runners call heartbeat(worker, held ids, lease seconds).';
+
+CREATE FUNCTION reproq.heartbeat(p_worker_id text, p_result_ids bigint[], p_lease_seconds integer DEFAULT 60, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF bigint
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET enable_seqscan TO 'off'
+    AS $$
+declare
+    v_now timestamptz := coalesce(p_now, now());
+    v_renew_before timestamptz;
+begin
+    if p_lease_seconds is null or p_lease_seconds not between 1 and 31536000 then
+        raise exception 'p_lease_seconds must be from 1 to 31536000, got %', p_lease_seconds
+            using errcode = 'RQ003';
+    end if;
+    if p_result_ids is null then
+        raise exception 'p_result_ids must be an array of the ids the worker holds (empty when '
+            'it holds none)' using errcode = 'RQ003';
+    end if;
+    -- Renewed once a quarter of the lease is spent, at most 10 s of it, as the 0005 form.
+    v_renew_before := v_now + make_interval(secs => p_lease_seconds)
+        - make_interval(secs => least(p_lease_seconds / 4.0, 10));
+
+    update reproq.workers as w set last_seen_at = v_now where w.worker_id = p_worker_id;
+
+    update reproq.task_runs as t
+    set leased_until = v_now + make_interval(secs => p_lease_seconds)
+    from unnest(p_result_ids) as h (result_id)
+    where
+        t.result_id = h.result_id
+        and t.status = 'RUNNING'
+        and t.leased_by = p_worker_id
+        and t.leased_until <= v_renew_before;
+
+    return query
+    select t.result_id
+    from reproq.task_runs as t
+    where t.status = 'RUNNING' and t.cancel_requested and t.leased_by = p_worker_id;
+end;
+$$;
+
+COMMENT ON FUNCTION reproq.heartbeat(p_worker_id text, p_result_ids bigint[], p_lease_seconds integer, p_now timestamp with time zone) IS 'Mark the worker seen and renew the leases of the listed tasks it holds (RUNNING, leased to p_worker_id) once a quarter of a lease is spent (at most 10 s of it); a lease it does not list runs out. Returns the ids of all its running tasks whose cancellation was requested.';
 
 CREATE TABLE reproq.queue_controls (
     queue_name text NOT NULL,

@@ -235,3 +235,18 @@ def test_stop_gives_up_on_a_stuck_recorder_after_the_grace(cur, start_runner, tm
     finally:
         os.kill(recorder_backend, signal.SIGCONT)
 
+
+
+def test_a_lease_the_runner_never_received_runs_out_and_the_task_runs(cur, start_runner):
+    """A claim whose reply was lost leaves a task leased to the runner's worker id that the
+    runner does not hold. Its heartbeats renew only the tasks it holds, so that lease runs out
+    and the task is reclaimed and run (before 0006 they renewed it for as long as it ran)."""
+    result_id = enqueue(cur, "echo", ["lost"])
+    [lost] = queries.claim(cur, "lost-reply", ["default"], 1, 5)
+    assert lost.result_id == result_id
+    start_runner("--lease-seconds", "5", worker_id="lost-reply")
+    wait_for(lambda: status_of(cur, result_id) == "SUCCESSFUL", timeout=30,
+             message="the lost claim's task, once its lease ran out")
+    run = queries.get_task_run(cur, result_id)
+    assert run.attempts == 2
+    assert run.errors_json[0]["exception_class_path"] == "reproq.LeaseExpired"

@@ -1,5 +1,6 @@
 """reproq.heartbeat: renews one worker's spent leases, reports cancellations, marks it seen."""
 
+import psycopg
 import pytest
 
 from reproq_runner import queries
@@ -109,6 +110,58 @@ def test_bad_lease_length_is_refused_and_nothing_written(cur, lease_seconds):
     before = snapshot(cur)
     with pytest.raises(InvalidArgument, match="p_lease_seconds"):
         queries.heartbeat(cur, "w1", lease_seconds, now=at(5))
+    assert snapshot(cur) == before
+    cur.execute("select last_seen_at from reproq.workers")
+    assert cur.fetchone()[0] == T0
+
+
+# -- the form with the ids the runner holds (0006) -------------------------------------------
+
+def test_the_held_form_renews_only_the_listed_leases(cur):
+    """A task leased to the worker that the runner does not list (a claim whose reply was lost)
+    is not renewed: its lease runs out and reclaim makes it READY again."""
+    held, lost, theirs = enqueue(cur, [1]), enqueue(cur, [2]), enqueue(cur, [3])
+    queries.claim(cur, "w1", ["default"], 2, 10, now=T0)
+    queries.claim(cur, "w2", ["default"], 1, 10, now=T0)
+    assert queries.heartbeat(cur, "w1", 30, now=at(8), held=[held, theirs]) == []
+    assert run(cur, held).leased_until == at(38)
+    assert run(cur, lost).leased_until == at(10)
+    assert run(cur, theirs).leased_until == at(10)  # listed, but not this worker's
+    assert queries.reclaim(cur, now=at(20)) == 2
+    assert [run(cur, i).status for i in (held, lost, theirs)] == ["RUNNING", "READY", "READY"]
+
+
+def test_the_held_form_keeps_the_quarter_rule_and_reports_every_cancellation(cur):
+    listed, unlisted = enqueue(cur, [1]), enqueue(cur, [2])
+    queries.claim(cur, "w1", ["default"], 2, 60, now=T0)
+    for result_id in (listed, unlisted):
+        queries.cancel(cur, result_id, now=at(1))
+    fresh = lease_row(cur, listed)
+    assert sorted(queries.heartbeat(cur, "w1", 60, now=at(5), held=[listed])) == sorted(
+        [listed, unlisted])
+    assert lease_row(cur, listed) == fresh  # 5 s of 60 spent: left as it is
+    queries.heartbeat(cur, "w1", 60, now=at(10), held=[listed])
+    assert run(cur, listed).leased_until == at(70)
+
+
+def test_the_held_form_with_nothing_held_marks_the_worker_seen(cur):
+    register(cur, "w1")
+    result_id = enqueue(cur)
+    queries.claim(cur, "w1", ["default"], 1, 10, now=T0)
+    assert queries.heartbeat(cur, "w1", 10, now=at(9), held=[]) == []
+    assert run(cur, result_id).leased_until == at(10)
+    cur.execute("select last_seen_at from reproq.workers where worker_id = 'w1'")
+    assert cur.fetchone()[0] == at(9)
+
+
+def test_the_held_form_refuses_a_missing_list_and_writes_nothing(cur):
+    register(cur, "w1")
+    enqueue(cur)
+    queries.claim(cur, "w1", ["default"], 1, now=T0)
+    before = snapshot(cur)
+    with pytest.raises(psycopg.Error, match="p_result_ids must be an array") as refused:
+        cur.execute("select reproq.heartbeat('w1', null::bigint[], 60, %s)", (at(30),))
+    assert refused.value.sqlstate == "RQ003"
     assert snapshot(cur) == before
     cur.execute("select last_seen_at from reproq.workers")
     assert cur.fetchone()[0] == T0

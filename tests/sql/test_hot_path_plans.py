@@ -1,5 +1,5 @@
 """The 0003 shapes of claim, complete_many and set_logs_uris (planned once per session), and
-the 0005 heartbeat.
+the 0005 and 0006 heartbeats.
 
 They run with plan_cache_mode = force_generic_plan, so the plan a session makes first is the
 one it keeps: made while the table was empty, it must still read task_runs by index once the
@@ -105,3 +105,24 @@ def test_heartbeat_reads_only_its_indexes_and_renews_only_spent_leases(conn, cur
         assert [n["Actual Rows"] for n in renewing] == [0 if analyzed else 1], nodes
     cur.execute("select leased_until from reproq.task_runs where result_id = %s", (mine,))
     assert cur.fetchone()[0] == at(115)
+
+
+def test_the_held_heartbeat_reads_only_the_held_rows(conn, cur):
+    """The 0006 form looks the held ids up by primary key: 5 000 due leases of another worker
+    are not read (the 0005 form read every worker's due leases)."""
+    for _ in range(8):
+        assert queries.heartbeat(cur, "w2", 60, now=T0, held=[]) == []
+    fill_finished(cur, 100_000)
+    fill_running(cur, 5_000)  # worker "w", leased until T0 + 1 hour: due at at(3595) too
+    mine = enqueue(cur, ["mine"])
+    queries.claim(cur, "w2", ["default"], 1, 3600, now=T0)
+    cur.execute("analyze reproq.task_runs")
+    cancels, nodes = task_runs_scans(
+        conn, lambda c: queries.heartbeat(c, "w2", 60, now=at(3595), held=[mine]))
+    assert cancels == []
+    reads = [n for n in nodes if n["Node Type"] != "ModifyTable"]
+    assert {n.get("Index Name") for n in reads} == {
+        "task_runs_pkey", "task_runs_cancel_requested_idx"}, nodes
+    assert [n["Actual Rows"] for n in reads if n.get("Index Name") == "task_runs_pkey"] == [1]
+    cur.execute("select leased_until from reproq.task_runs where result_id = %s", (mine,))
+    assert cur.fetchone()[0] == at(3655)
