@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from reproq_runner.logs import password_of, redact_text
 
@@ -17,6 +18,13 @@ log = logging.getLogger("reproq.runner")
 T = TypeVar("T")
 
 CONNECT_TIMEOUT_SECONDS = 5
+# TCP settings for a peer that vanishes without closing the connection (a host gone, a NAT or
+# firewall dropping an idle connection): keepalive probes after 30 s idle, every 10 s, 3 of
+# them; data unacknowledged for 60 s fails the call. Without them a call on such a connection
+# waits for the kernel's retransmissions (about 15 minutes) and LISTEN never hears of it. The
+# DSN's own values win; unix sockets ignore them.
+TCP_DEFAULTS = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10",
+                "keepalives_count": "3", "tcp_user_timeout": "60000"}
 
 
 class Backoff:
@@ -36,7 +44,10 @@ class Backoff:
 
 
 def connect(dsn: str, *, prepare: bool = True) -> psycopg.Connection:
-    connection = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    given = conninfo_to_dict(dsn)
+    defaults = {"connect_timeout": str(CONNECT_TIMEOUT_SECONDS), **TCP_DEFAULTS}
+    connection = psycopg.connect(dsn, autocommit=True,
+                                 **{k: v for k, v in defaults.items() if k not in given})
     if not prepare:
         # Transaction-pooling PgBouncer cannot keep server-side prepared statements.
         connection.prepare_threshold = None

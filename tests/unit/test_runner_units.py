@@ -6,7 +6,7 @@ import pytest
 
 from reproq_runner import wire
 from reproq_runner.cli import build_parser
-from reproq_runner.database import Backoff
+from reproq_runner.database import Backoff, connect
 from reproq_runner.logs import redact_dsn, redact_text
 from reproq_runner.metrics import AccessPolicy, parse_addr
 from reproq_runner.runner import RunnerConfig
@@ -89,6 +89,20 @@ def test_backoff_grows_and_is_capped():
     assert delays[0] <= 0.1 and max(delays) <= 1.0 and delays[-1] >= 0.5
     backoff.reset()
     assert backoff.next_delay() <= 0.1
+
+
+def test_runner_connections_give_up_on_a_vanished_peer(dsn):
+    """TCP keepalives and a user timeout by default, so a call on a connection whose peer
+    vanished fails within about a minute instead of the kernel's 15; the DSN's values win."""
+    with connect(dsn) as conn:
+        parameters = conn.info.get_parameters()
+    assert {k: parameters.get(k) for k in ("keepalives", "keepalives_idle", "tcp_user_timeout",
+                                           "connect_timeout")} == {
+        "keepalives": "1", "keepalives_idle": "30", "tcp_user_timeout": "60000",
+        "connect_timeout": "5"}
+    with connect(f"{dsn} keepalives_idle=7 connect_timeout=2") as conn:
+        parameters = conn.info.get_parameters()
+    assert (parameters["keepalives_idle"], parameters["connect_timeout"]) == ("7", "2")
 
 
 def test_exit_descriptions():
