@@ -114,6 +114,7 @@ class Runner:
         self.signals = 0
         self.draining = False
         self.stop_deadline: float | None = None
+        self.gave_up_on_database = False  # --burst: exits 1
         self.next_heartbeat = 0.0
         self.next_poll = 0.0
         self.stalled_after = self.pace.stalled_after()  # updated once per step
@@ -483,6 +484,18 @@ class Runner:
             self._start_draining("--max-tasks reached", None)
         elif self.config.burst and self._idle() and not self.may_have_work:
             self._start_draining("--burst: nothing left that is due", None)
+        elif self.config.burst and self._database_gone_for() > self.config.shutdown_timeout:
+            # A --burst run cannot tell whether work is left without the database: rather than
+            # reconnect forever (a cron job or CI step that never ends), stop as on a signal.
+            self.gave_up_on_database = True
+            self._hand_back_buffer()
+            self._start_draining(f"--burst: the database has been unreachable for more than "
+                                 f"{self.config.shutdown_timeout:g} s",
+                                 self.config.shutdown_timeout)
+
+    def _database_gone_for(self) -> float:
+        started = self.db.outage_started
+        return 0.0 if started is None else time.monotonic() - started
 
     def _idle(self) -> bool:
         return (not self.buffer and self.supervisor.running_count() == 0
@@ -531,7 +544,8 @@ class Runner:
         self.supervisor.close_all(timeout=5)
         self.db.call(queries.unregister_worker, self.worker_id)
         log.info("runner stopped", extra={"worker_id": self.worker_id})
-        return EXIT_ERROR if self.supervisor.setup_failure else EXIT_OK
+        failed = self.supervisor.setup_failure or self.gave_up_on_database
+        return EXIT_ERROR if failed else EXIT_OK
 
     def _stop_now(self) -> int:
         """Second signal: kill the children, hand their tasks back, exit."""

@@ -6,6 +6,7 @@ import signal
 from pathlib import Path
 
 from reproq_runner import queries
+from tests import pg
 from tests.acceptance.conftest import enqueue, status_of, task_path, wait_for
 
 
@@ -250,3 +251,20 @@ def test_a_lease_the_runner_never_received_runs_out_and_the_task_runs(cur, start
     run = queries.get_task_run(cur, result_id)
     assert run.attempts == 2
     assert run.errors_json[0]["exception_class_path"] == "reproq.LeaseExpired"
+
+
+def test_a_burst_runner_gives_up_on_a_database_that_stays_away(cur, dsn, start_runner,
+                                                                tmp_path):
+    """--burst cannot tell whether work is left without the database: after
+    --shutdown-timeout seconds of outage it stops as on a signal and exits 1 (it used to
+    reconnect forever). Its running task still finishes."""
+    release, started = tmp_path / "release", tmp_path / "started"
+    enqueue(cur, "wait_for_file", [str(release), str(started)])
+    runner = start_runner("--burst", "--shutdown-timeout", "2")
+    wait_for(started.exists, message="the task started")
+    cur.connection.close()
+    pg.drop_database(dsn)  # with (force): the runner's connections go, and it cannot return
+    wait_for(lambda: "unreachable for more than 2 s" in runner.log(), message="giving up")
+    release.touch()
+    assert runner.wait(timeout=60) == 1, runner.log()
+    assert "not stored" in runner.log()
