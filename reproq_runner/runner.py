@@ -134,7 +134,7 @@ class Runner:
         self.selector.register(self._wakeup_read, selectors.EVENT_READ, "signal")
         try:
             if not self._wait_for_database():
-                return EXIT_OK
+                return EXIT_ERROR if self.gave_up_on_database else EXIT_OK
             self._check_schema()
             self._register(self.db.connection)
             self.db.on_connect = self._register  # again after every reconnect
@@ -184,6 +184,11 @@ class Runner:
             if not waited:
                 log.warning("waiting for the database to accept connections")
                 waited = True
+            if self.config.burst and self._database_gone_for() > self.config.shutdown_timeout:
+                log.error("--burst: the database has been unreachable for more than %g s",
+                          self.config.shutdown_timeout)
+                self.gave_up_on_database = True
+                return False
             self._sleep_unless_signalled(self.db.seconds_until_retry())
             if self.signals:
                 return False

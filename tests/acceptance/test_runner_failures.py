@@ -268,3 +268,11 @@ def test_a_burst_runner_gives_up_on_a_database_that_stays_away(cur, dsn, start_r
     release.touch()
     assert runner.wait(timeout=60) == 1, runner.log()
     assert "not stored" in runner.log()
+
+
+def test_a_burst_runner_does_not_wait_forever_for_a_database_that_is_not_there(start_runner):
+    runner = start_runner("--burst", "--shutdown-timeout", "1", "--dsn",
+                          "host=/nonexistent-socket-dir dbname=nothing connect_timeout=1",
+                          with_dsn=False)
+    assert runner.wait(timeout=30) == 1, runner.log()
+    assert "unreachable for more than 1 s" in runner.log()
