@@ -46,6 +46,8 @@ class Backoff:
 def connect(dsn: str, *, prepare: bool = True) -> psycopg.Connection:
     given = conninfo_to_dict(dsn)
     defaults = {"connect_timeout": str(CONNECT_TIMEOUT_SECONDS), **TCP_DEFAULTS}
+    if "service" in given:
+        defaults = {}  # the service file's values (not read here) must win too
     connection = psycopg.connect(dsn, autocommit=True,
                                  **{k: v for k, v in defaults.items() if k not in given})
     if not prepare:

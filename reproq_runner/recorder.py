@@ -137,8 +137,8 @@ class Recorder:
     def _store_refused(self, outcomes: Outcomes, exc: Exception,
                        result: BatchResult) -> Outcomes:
         """The database refused ``outcomes``: store them one by one, and one it still refuses
-        as a failure that says so. A task must not stay leased without an outcome: the
-        runner's heartbeat would keep its lease alive for as long as the runner runs."""
+        as a failure that says so. A task must not be left without an outcome: once the
+        runner no longer holds it, its lease runs out and the task, which ran, runs again."""
         if len(outcomes) > 1:
             unstored: Outcomes = []
             for item in outcomes:
@@ -149,7 +149,7 @@ class Recorder:
                   exc_info=not isinstance(exc, ReproqError))
         if isinstance(outcome, Failed) and outcome.error.get(
                 "exception_class_path") == _UNSTORABLE_PATH:
-            return []  # even that was refused: logged above; the lease outlives this runner
+            return []  # even that was refused: logged above; its lease runs out, it runs again
         return self._store([(task, unstorable(exc))], result)
 
 

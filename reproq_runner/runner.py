@@ -337,7 +337,9 @@ class Runner:
         running, withdrawn = self.supervisor.cancel(result_ids)
         for result_id in running:
             log.info("task %s cancelled while running", result_id)
-        self.to_release.extend(t for t in withdrawn if t.result_id in result_ids)
+        cancelled = [t for t in withdrawn if t.result_id in result_ids]
+        self.claimed_total -= len(cancelled)
+        self.to_release.extend(cancelled)
         self._take_back([t for t in withdrawn if t.result_id not in result_ids])
 
     def _flush(self, now: float) -> None:
@@ -474,7 +476,9 @@ class Runner:
             # Also while already draining for --burst or --max-tasks: the signal still bounds
             # the wait for running tasks and hands back those not started.
             if self.draining:
-                log.info("signal received while stopping: running tasks get %s s",
+                log.info("%s while stopping: running tasks get %s s",
+                         "signal received" if self.signals
+                         else "a new child process could not start",
                          self.config.shutdown_timeout)
                 self.stop_deadline = time.monotonic() + self.config.shutdown_timeout
                 self._flush(time.monotonic())

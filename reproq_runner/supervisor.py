@@ -386,14 +386,21 @@ class Supervisor:
         child.frame_bytes.clear()
         child.queued_bytes = 0
         self._forget(child)
-        if not self.ever_ready and not child.ready and not self.stopping:
-            raise ChildSetupError(f"a child process exited during setup ({_describe(exitcode)})")
+        if not child.ready and not self.stopping:
+            if not self.ever_ready:
+                raise ChildSetupError(
+                    f"a child process exited during setup ({_describe(exitcode)})")
+            # A replacement died before it was ready (a crash in an import, an OOM kill):
+            # replacing it again could go on forever, so stop as for a setup that failed.
+            log.error("a new child process exited during setup (%s)", _describe(exitcode))
+            self.setup_failure = f"a new child process exited during setup ({_describe(exitcode)})"
+            self.stopping = True
         if not self.stopping:
             self._spawn()
         if task is None:
-            if kind is None:
-                log.warning("idle child %s exited (%s); replaced", child.pid,
-                            _describe(exitcode))
+            if kind is None and child.ready:
+                log.warning("idle child %s exited (%s)%s", child.pid, _describe(exitcode),
+                            "" if self.stopping else "; replaced")
             return None
         duration = time.monotonic() - child.started
         return Finished(task, _failure_for(kind, task, exitcode, duration), kind or CRASHED,

@@ -977,9 +977,12 @@ begin
     update reproq.task_runs as t
     set leased_until = v_now + make_interval(secs => p_lease_seconds)
     from unnest(p_result_ids) as h (result_id)
+    -- Only a RUNNING row holds a lease (task_runs_lease_iff_running), so leased_by is the status
+    -- check. Spelling out status = 'RUNNING' as well would let the planner drive the join from
+    -- task_runs_lease_expiry_idx, i.e. from the due leases of every worker, as complete_many
+    -- notes for its own join.
     where
         t.result_id = h.result_id
-        and t.status = 'RUNNING'
         and t.leased_by = p_worker_id
         and t.leased_until <= v_renew_before;
 

@@ -51,3 +51,12 @@ class SetupFailsLaterExecutor(NoopExecutor):
             while not os.path.exists(release) and time.monotonic() < deadline:
                 time.sleep(0.01)
         return Succeeded("null")
+
+
+class SetupDiesLaterExecutor(SetupFailsLaterExecutor):
+    """As SetupFailsLaterExecutor, but a child that cannot set up dies without a word (as
+    after a crash in an import or an out-of-memory kill)."""
+
+    def setup(self) -> None:
+        if os.path.exists(os.environ["REPROQ_TEST_SETUP_FAILS"]):
+            os._exit(9)

@@ -5,6 +5,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from reproq_runner import queries
 from tests import pg
 from tests.acceptance.conftest import enqueue, status_of, task_path, wait_for
@@ -193,19 +195,21 @@ def test_children_that_cannot_set_up_leave_the_queue_untouched(cur, start_runner
         assert (run.status, run.attempts, run.worker_ids) == ("READY", 0, [])
 
 
+@pytest.mark.parametrize("executor", ["SetupFailsLaterExecutor", "SetupDiesLaterExecutor"])
 def test_a_replacement_child_that_cannot_set_up_stops_the_runner_gently(cur, start_runner,
-                                                                         tmp_path):
-    """Children ran tasks, then a replacement fails its setup: the runner stops as on SIGTERM
-    (running tasks finish and are stored) and exits 1, instead of dying with them."""
+                                                                         tmp_path, executor):
+    """Children ran tasks, then a replacement fails its setup (reporting it, or dying): the
+    runner stops as on SIGTERM (running tasks finish and are stored) and exits 1, instead of
+    dying with them or replacing the child again and again."""
     broken, release, started = tmp_path / "broken", tmp_path / "release", tmp_path / "started"
     waiting = queries.enqueue(cur, "t.wait", [str(release), str(started)], dedup=False)
-    runner = start_runner("--executor", f"{EXECUTORS}:SetupFailsLaterExecutor",
+    runner = start_runner("--executor", f"{EXECUTORS}:{executor}",
                           "--concurrency", "2", "--shutdown-timeout", "60",
                           env={"REPROQ_TEST_SETUP_FAILS": str(broken)})
     wait_for(started.exists, message="the waiting task started")
     broken.touch()  # from now on a new child cannot set up
     crashing = queries.enqueue(cur, "t.crash", [], dedup=False, max_attempts=1)
-    wait_for(lambda: "could not start" in runner.log(), message="the replacement's failure")
+    wait_for(lambda: "a new child process" in runner.log(), message="the replacement's failure")
     assert runner.process.poll() is None, runner.log()  # still waiting for the running task
     release.touch()
     assert runner.wait() == 1, runner.log()

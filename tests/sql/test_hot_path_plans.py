@@ -108,21 +108,26 @@ def test_heartbeat_reads_only_its_indexes_and_renews_only_spent_leases(conn, cur
 
 
 def test_the_held_heartbeat_reads_only_the_held_rows(conn, cur):
-    """The 0006 form looks the held ids up by primary key: 5 000 due leases of another worker
-    are not read (the 0005 form read every worker's due leases)."""
+    """The 0006 form looks the held ids up by primary key: the due leases of 20 other workers
+    (5 000 rows) are not read, as the 0005 form read them, whether the session's plan was made
+    on an empty table or not."""
     for _ in range(8):
         assert queries.heartbeat(cur, "w2", 60, now=T0, held=[]) == []
     fill_finished(cur, 100_000)
-    fill_running(cur, 5_000)  # worker "w", leased until T0 + 1 hour: due at at(3595) too
-    mine = enqueue(cur, ["mine"])
-    queries.claim(cur, "w2", ["default"], 1, 3600, now=T0)
-    cur.execute("analyze reproq.task_runs")
-    cancels, nodes = task_runs_scans(
-        conn, lambda c: queries.heartbeat(c, "w2", 60, now=at(3595), held=[mine]))
-    assert cancels == []
-    reads = [n for n in nodes if n["Node Type"] != "ModifyTable"]
-    assert {n.get("Index Name") for n in reads} == {
-        "task_runs_pkey", "task_runs_cancel_requested_idx"}, nodes
-    assert [n["Actual Rows"] for n in reads if n.get("Index Name") == "task_runs_pkey"] == [1]
-    cur.execute("select leased_until from reproq.task_runs where result_id = %s", (mine,))
-    assert cur.fetchone()[0] == at(3655)
+    fill_running(cur, 5_000)  # leased until T0 + 1 hour: due at at(3595) too
+    cur.execute("update reproq.task_runs set leased_by = 'w' || (result_id % 20)"
+                " where status = 'RUNNING'")
+    mine = [enqueue(cur, ["mine", i]) for i in range(50)]
+    assert len(queries.claim(cur, "w2", ["default"], 50, 3600, now=T0)) == 50
+    for analyzed in (False, True):
+        if analyzed:
+            cur.execute("analyze reproq.task_runs")
+        now = at(3595 + analyzed)
+        cancels, nodes = task_runs_scans(
+            conn, lambda c: queries.heartbeat(c, "w2", 60, now=now, held=mine))
+        assert cancels == []
+        reads = [n for n in nodes if n["Node Type"] != "ModifyTable"]
+        assert {n.get("Index Name") for n in reads} == {
+            "task_runs_pkey", "task_runs_cancel_requested_idx"}, nodes
+    cur.execute("select count(*) from reproq.task_runs where leased_until = %s", (at(3655),))
+    assert cur.fetchone()[0] == 50  # renewed by the first call; the second found them fresh
