@@ -115,6 +115,7 @@ class Runner:
         self.draining = False
         self.stop_deadline: float | None = None
         self.gave_up_on_database = False  # --burst: exits 1
+        self.left_unstored = False  # outcomes or hand-backs the database never took: exits 1
         self.next_heartbeat = 0.0
         self.next_poll = 0.0
         self.stalled_after = self.pace.stalled_after()  # updated once per step
@@ -546,6 +547,7 @@ class Runner:
                       "their leases will expire", len(self.pending), len(self.to_release),
                       ", and a batch of outcomes still being stored" if self.recorder.busy
                       else "")
+            self.left_unstored = True
             return True
         return False
 
@@ -553,7 +555,8 @@ class Runner:
         self.supervisor.close_all(timeout=5)
         self.db.call(queries.unregister_worker, self.worker_id)
         log.info("runner stopped", extra={"worker_id": self.worker_id})
-        failed = self.supervisor.setup_failure or self.gave_up_on_database
+        failed = (self.supervisor.setup_failure or self.gave_up_on_database
+                  or self.left_unstored)
         return EXIT_ERROR if failed else EXIT_OK
 
     def _stop_now(self) -> int:

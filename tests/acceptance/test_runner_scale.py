@@ -170,7 +170,7 @@ def test_restart_while_tasks_run_loses_nothing(dsn, connect, start_runner, tmp_p
 def test_a_stopping_runner_whose_database_is_gone_gives_up(connect, start_runner, tmp_path):
     """--max-tasks reached, and the database down when the last outcome is due: the runner
     does not wait forever (shutdown timeout + grace); it says what it could not store, and
-    the task's lease expires later."""
+    the task's lease expires later; exit 1, since something was left unstored."""
     marker = tmp_path / "started"
     with connect().cursor() as cur:
         result_id = enqueue(cur, "sleep", [1, str(marker)])
@@ -178,7 +178,7 @@ def test_a_stopping_runner_whose_database_is_gone_gives_up(connect, start_runner
     wait_for(marker.exists, message="task start")
     pg.cluster().stop()
     try:
-        assert runner.wait(60) == 0, runner.log()
+        assert runner.wait(60) == 1, runner.log()
     finally:
         pg.cluster().start()
     assert "1 outcome(s) and 0 hand-back(s) not stored" in runner.log()
