@@ -185,10 +185,8 @@ class Runner:
             if not waited:
                 log.warning("waiting for the database to accept connections")
                 waited = True
-            if self.config.burst and self._database_gone_for() > self.config.shutdown_timeout:
-                log.error("--burst: the database has been unreachable for more than %g s",
-                          self.config.shutdown_timeout)
-                self.gave_up_on_database = True
+            if self._burst_without_database():
+                log.error("%s", self._gave_up_message())
                 return False
             self._sleep_unless_signalled(self.db.seconds_until_retry())
             if self.signals:
@@ -440,7 +438,7 @@ class Runner:
             batch = [self.buffer.popleft() for _ in range(count)]
             sent = self.supervisor.assign(child, batch)
             self.buffer.extendleft(reversed(batch[sent:]))  # its pipe is full: keep them
-        # Sent to a child that turned out to be gone: theirs is no other event to wait for.
+        # Sent to a child that turned out to be gone: no later event brings them back.
         self._take_back(self.supervisor.take_orphans())
 
     # -- stopping ---------------------------------------------------------------------------
@@ -469,24 +467,21 @@ class Runner:
                 self._drain_wakeup_pipe()
 
     def _maybe_start_draining(self) -> None:
-        if (self.signals or self.supervisor.setup_failure) and self.stop_deadline is None:
+        reason = self._reason_to_stop_now() if self.stop_deadline is None else None
+        if reason is not None:
             # Tasks claimed and not started, held here or queued in a child behind the task it
             # runs, go back to the queue now (no attempt spent); only running tasks finish.
             self._hand_back_buffer()
             self.to_release.extend(self.supervisor.withdraw_queued())
-            # Also while already draining for --burst or --max-tasks: the signal still bounds
-            # the wait for running tasks and hands back those not started.
+            # Also while already draining for --burst or --max-tasks: this still bounds the
+            # wait for running tasks and hands back those not started.
             if self.draining:
-                log.info("%s while stopping: running tasks get %s s",
-                         "signal received" if self.signals
-                         else "a new child process could not start",
+                log.info("%s while stopping: running tasks get %s s", reason,
                          self.config.shutdown_timeout)
                 self.stop_deadline = time.monotonic() + self.config.shutdown_timeout
                 self._flush(time.monotonic())
             else:
-                self._start_draining("signal received" if self.signals
-                                     else "a new child process could not start",
-                                     self.config.shutdown_timeout)
+                self._start_draining(reason, self.config.shutdown_timeout)
             return
         if self.draining:
             return
@@ -494,18 +489,32 @@ class Runner:
             self._start_draining("--max-tasks reached", None)
         elif self.config.burst and self._idle() and not self.may_have_work:
             self._start_draining("--burst: nothing left that is due", None)
-        elif self.config.burst and self._database_gone_for() > self.config.shutdown_timeout:
-            # A --burst run cannot tell whether work is left without the database: rather than
-            # reconnect forever (a cron job or CI step that never ends), stop as on a signal.
-            self.gave_up_on_database = True
-            self._hand_back_buffer()
-            self._start_draining(f"--burst: the database has been unreachable for more than "
-                                 f"{self.config.shutdown_timeout:g} s",
-                                 self.config.shutdown_timeout)
 
-    def _database_gone_for(self) -> float:
+    def _reason_to_stop_now(self) -> str | None:
+        """Why to stop as on a stop signal (no more claims, unstarted tasks handed back,
+        running ones given --shutdown-timeout), or None."""
+        if self.signals:
+            return "signal received"
+        if self.supervisor.setup_failure:
+            return "a new child process could not start"
+        if self._burst_without_database():
+            return self._gave_up_message()
+        return None
+
+    def _burst_without_database(self) -> bool:
+        """A --burst run cannot tell whether work is left without the database: once it has
+        been unreachable for --shutdown-timeout seconds, give up (exit 1) rather than
+        reconnect forever (a cron job or CI step that never ends)."""
         started = self.db.outage_started
-        return 0.0 if started is None else time.monotonic() - started
+        if (not self.config.burst or started is None
+                or time.monotonic() - started <= self.config.shutdown_timeout):
+            return False
+        self.gave_up_on_database = True
+        return True
+
+    def _gave_up_message(self) -> str:
+        return (f"--burst: the database has been unreachable for more than "
+                f"{self.config.shutdown_timeout:g} s")
 
     def _idle(self) -> bool:
         return (not self.buffer and self.supervisor.running_count() == 0
