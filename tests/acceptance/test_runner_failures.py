@@ -242,7 +242,6 @@ def test_stop_gives_up_on_a_stuck_recorder_after_the_grace(cur, start_runner, tm
         os.kill(recorder_backend, signal.SIGCONT)
 
 
-
 def test_a_lease_the_runner_never_received_runs_out_and_the_task_runs(cur, start_runner):
     """A claim whose reply was lost leaves a task leased to the runner's worker id that the
     runner does not hold. Its heartbeats renew only the tasks it holds, so that lease runs out
@@ -262,7 +261,7 @@ def test_a_burst_runner_gives_up_on_a_database_that_stays_away(cur, dsn, start_r
                                                                 tmp_path):
     """--burst cannot tell whether work is left without the database: after
     --shutdown-timeout seconds of outage it stops as on a signal and exits 1 (it used to
-    reconnect forever). Its running task still finishes."""
+    reconnect forever). Its running task is let finish; its outcome cannot be stored."""
     release, started = tmp_path / "release", tmp_path / "started"
     enqueue(cur, "wait_for_file", [str(release), str(started)])
     runner = start_runner("--burst", "--shutdown-timeout", "2")
