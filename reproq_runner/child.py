@@ -115,8 +115,11 @@ def _set_up(executor_factory: Callable[[], Executor], result_fd: int) -> Executo
 
 def run_assignment(executor: Executor, assignment: Assignment) -> Done:
     started = time.monotonic()
-    with _output_to(assignment.log_path):
+    if assignment.log_path is None:  # the usual case: no context manager per task
         outcome = execute_safely(executor, assignment.task)
+    else:
+        with _output_to(assignment.log_path):
+            outcome = execute_safely(executor, assignment.task)
     return Done(assignment.task.result_id, started, time.monotonic(), outcome)
 
 
