@@ -44,9 +44,16 @@ declare
     v_now timestamptz := coalesce(p_now, now());
     v_problem text[];
     v_position bigint;
-    v_results reproq.enqueued [];
+    v_results reproq.enqueued [] := array[]::reproq.enqueued [];
     v_item jsonb;
-    v_queues text;
+    v_todo integer [];
+    v_new reproq.enqueued [];
+    v_found reproq.enqueued [];
+    v_found_positions integer [];
+    v_missing integer [];
+    v_missing_hashes bytea [];
+    v_created_queues text [];
+    v_queues text [] := array[]::text [];
 begin
     if jsonb_typeof(p_tasks) is distinct from 'array' then
         raise exception 'p_tasks must be a JSON array of task objects'
@@ -174,10 +181,22 @@ begin
                     !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
                     or t.item ->> 'expires_at'
                     !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
-                    then array['RQ003', format(
-                        'run_after and expires_at must be ISO 8601 timestamps with a time zone offset, '
-                        'got %s and %s', t.item -> 'run_after', t.item -> 'expires_at'
-                    )]
+                    -- Name the field that is wrong (0006: the message had a blank for a missing
+                    -- one).
+                    then (
+                        select array['RQ003', format(
+                            '%s must be an ISO 8601 timestamp with a time zone offset, got %s',
+                            f.field, t.item -> f.field
+                        )]
+                        from (
+                            select case
+                                when t.item ->> 'run_after'
+                                    !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
+                                    then 'run_after'
+                                else 'expires_at'
+                            end as field
+                        ) as f
+                    )
                 when coalesce(jsonb_typeof(t.item -> 'dedup'), 'null') not in ('boolean', 'null')
                     then array['RQ003', 'dedup must be true or false']
                 when coalesce(jsonb_typeof(t.item -> 'metadata'), 'null') not in ('object', 'null')
@@ -237,108 +256,165 @@ begin
         return;
     end if;
 
-    with items as materialized (
-        select
-            i.*,
-            -- reproq.spec_hash's expression, inline: a call per item costs as much again.
-            sha256(convert_to(
-                jsonb_build_object(
-                    'task_path', i.task_path,
-                    'queue_name', i.queue_name,
-                    'args', i.spec -> 'args',
-                    'kwargs', i.spec -> 'kwargs'
-                )::text,
-                'UTF8'
-            )) as spec_hash
-        from (
+    -- Rounds until every item is mapped: the first inserts all of them; a dedup item whose spec
+    -- already has a READY or RUNNING row maps onto that row, and one whose row finished between
+    -- the insert and the read is inserted again in the next round (READ COMMITTED; under
+    -- REPEATABLE READ the insert itself fails with a serialization error instead).
+    loop
+        with items as materialized (
             select
-                t.position::integer as position,
-                t.item ->> 'task_path' as task_path,
-                t.item -> 'spec' as spec,
-                coalesce(t.item ->> 'queue_name', 'default') as queue_name,
-                coalesce((t.item ->> 'priority')::numeric::smallint, 0) as priority,
-                coalesce((t.item ->> 'run_after')::timestamptz, v_now) as run_after,
-                coalesce((t.item ->> 'max_attempts')::numeric::integer, 3) as max_attempts,
-                coalesce((t.item ->> 'timeout_seconds')::numeric::integer, 900) as timeout_seconds,
-                t.item ->> 'lock_key' as lock_key,
-                t.item ->> 'concurrency_key' as concurrency_key,
-                (t.item ->> 'concurrency_limit')::numeric::integer as concurrency_limit,
-                (t.item ->> 'expires_at')::timestamptz as expires_at,
-                coalesce(nullif(t.item -> 'metadata', 'null'), '{}') as metadata,
-                coalesce((t.item ->> 'dedup')::boolean, p_dedup) as dedup,
-                nextval('reproq.task_runs_result_id_seq'::regclass) as new_id
-            from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
-        ) as i
-    ),
-
-    inserted as (
-        insert into reproq.task_runs as t (
-            result_id, queue_name, priority, run_after, task_path, spec_json, spec_hash,
-            dedup, max_attempts, timeout_seconds, lock_key, concurrency_key,
-            concurrency_limit, metadata_json, expires_at, enqueued_at
-        )
-        -- Within one call, identical dedup specs collapse onto the first of them (ON CONFLICT
-        -- DO UPDATE may not touch the same row twice in one statement): one row per spec_hash
-        -- among dedup items, every other item as it is. The same sort puts the rows in
-        -- spec_hash order: arbiter checks (and the row locks of dedup hits) happen in that
-        -- order in every call, so two calls racing on overlapping specs wait for each other,
-        -- never deadlock.
-        select distinct on (l.spec_hash, case when l.dedup then 0 else l.position end)
-            l.new_id, l.queue_name, l.priority, l.run_after, l.task_path, l.spec,
-            l.spec_hash, l.dedup, l.max_attempts, l.timeout_seconds, l.lock_key,
-            l.concurrency_key, l.concurrency_limit, l.metadata, l.expires_at, v_now
-        from items as l
-        order by l.spec_hash, case when l.dedup then 0 else l.position end, l.position
-        on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
-        -- A no-op update so RETURNING yields the existing row's id (DO NOTHING yields none).
-        do update set dedup = t.dedup
-        returning t.result_id, t.spec_hash, t.dedup, t.queue_name, t.enqueued_at
-    ),
-
-    -- Two equi-joins (hashable) rather than one join on an OR, which would be quadratic in
-    -- the batch size: a dedup item maps to the one dedup row of its hash that the insert
-    -- returned (new or existing), any other item to the row inserted with its own id.
-    mapped as (
-        select
-            l.position,
-            i.result_id,
-            i.result_id = l.new_id as created,
-            i.queue_name,
-            i.enqueued_at
-        from items as l
-        inner join inserted as i on i.spec_hash = l.spec_hash and i.dedup
-        where l.dedup
-        union all
-        select
-            l.position,
-            i.result_id,
-            true as created,
-            i.queue_name,
-            i.enqueued_at
-        from items as l
-        inner join inserted as i on i.result_id = l.new_id
-        where not l.dedup
-    )
-
-    select
-        array_agg(
-            row(m.position, m.result_id, m.created, m.enqueued_at)::reproq.enqueued
-            order by m.position
+                i.*,
+                -- reproq.spec_hash's expression, inline: a call per item costs as much again.
+                sha256(convert_to(
+                    jsonb_build_object(
+                        'task_path', i.task_path,
+                        'queue_name', i.queue_name,
+                        'args', i.spec -> 'args',
+                        'kwargs', i.spec -> 'kwargs'
+                    )::text,
+                    'UTF8'
+                )) as spec_hash
+            from (
+                select
+                    t.position::integer as position,
+                    t.item ->> 'task_path' as task_path,
+                    t.item -> 'spec' as spec,
+                    coalesce(t.item ->> 'queue_name', 'default') as queue_name,
+                    coalesce((t.item ->> 'priority')::numeric::smallint, 0) as priority,
+                    coalesce((t.item ->> 'run_after')::timestamptz, v_now) as run_after,
+                    coalesce((t.item ->> 'max_attempts')::numeric::integer, 3) as max_attempts,
+                    coalesce((t.item ->> 'timeout_seconds')::numeric::integer, 900) as timeout_seconds,
+                    t.item ->> 'lock_key' as lock_key,
+                    t.item ->> 'concurrency_key' as concurrency_key,
+                    (t.item ->> 'concurrency_limit')::numeric::integer as concurrency_limit,
+                    (t.item ->> 'expires_at')::timestamptz as expires_at,
+                    coalesce(nullif(t.item -> 'metadata', 'null'), '{}') as metadata,
+                    coalesce((t.item ->> 'dedup')::boolean, p_dedup) as dedup,
+                    nextval('reproq.task_runs_result_id_seq'::regclass) as new_id
+                from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
+                where v_todo is null or t.position = any(v_todo)
+            ) as i
         ),
-        string_agg(distinct m.queue_name, ',') filter (where m.created)
-    into v_results, v_queues
-    from mapped as m;
+
+        inserted as (
+            insert into reproq.task_runs as t (
+                result_id, queue_name, priority, run_after, task_path, spec_json, spec_hash,
+                dedup, max_attempts, timeout_seconds, lock_key, concurrency_key,
+                concurrency_limit, metadata_json, expires_at, enqueued_at
+            )
+            -- Within one call, identical dedup specs collapse onto the first of them: one row per
+            -- spec_hash among dedup items, every other item as it is. The same sort puts the rows
+            -- in spec_hash order: arbiter checks happen in that order in every call, so two calls
+            -- racing on overlapping specs wait for each other, never deadlock.
+            select distinct on (l.spec_hash, case when l.dedup then 0 else l.position end)
+                l.new_id, l.queue_name, l.priority, l.run_after, l.task_path, l.spec,
+                l.spec_hash, l.dedup, l.max_attempts, l.timeout_seconds, l.lock_key,
+                l.concurrency_key, l.concurrency_limit, l.metadata, l.expires_at, v_now
+            from items as l
+            order by l.spec_hash, case when l.dedup then 0 else l.position end, l.position
+            on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
+            -- No row lock on a dedup hit (0006): DO UPDATE locked the existing row until this
+            -- transaction ended, so a RUNNING task's worker could not heartbeat or complete it
+            -- meanwhile. Its id is read below, in a statement of its own.
+            do nothing
+            returning t.result_id, t.spec_hash, t.dedup, t.queue_name, t.enqueued_at
+        ),
+
+        -- Two equi-joins (hashable) rather than one join on an OR, which would be quadratic in
+        -- the batch size: a dedup item maps to the one dedup row of its hash that the insert
+        -- returned (new or existing), any other item to the row inserted with its own id.
+        mapped as (
+            select
+                l.position,
+                i.result_id,
+                i.result_id = l.new_id as created,
+                i.queue_name,
+                i.enqueued_at
+            from items as l
+            inner join inserted as i on i.spec_hash = l.spec_hash and i.dedup
+            where l.dedup
+            union all
+            select
+                l.position,
+                i.result_id,
+                true as created,
+                i.queue_name,
+                i.enqueued_at
+            from items as l
+            inner join inserted as i on i.result_id = l.new_id
+            where not l.dedup
+        ),
+
+        -- Dedup items whose spec met a READY or RUNNING row: mapped by the statement below.
+        unmapped as (
+            select l.position, l.spec_hash
+            from items as l
+            where l.dedup and not exists (
+                select from inserted as i where i.spec_hash = l.spec_hash and i.dedup
+            )
+        )
+
+        select
+            coalesce(array_agg(
+                row(m.position, m.result_id, m.created, m.enqueued_at)::reproq.enqueued
+            ), '{}'),
+            coalesce(array_agg(distinct m.queue_name) filter (where m.created), '{}'),
+            (select array_agg(u.position order by u.position) from unmapped as u),
+            (select array_agg(u.spec_hash order by u.position) from unmapped as u)
+        into v_new, v_created_queues, v_missing, v_missing_hashes
+        from mapped as m;
+        v_results := v_results || v_new;
+        v_queues := v_queues || v_created_queues;
+        exit when v_missing is null;
+
+        -- A new statement, so a new snapshot: it sees the row each insert met, unless that row
+        -- has finished since, in which case the item is inserted again on the next round.
+        select
+            coalesce(array_agg(row(u.position, t.result_id, false, t.enqueued_at)::reproq.enqueued), '{}'),
+            coalesce(array_agg(u.position), '{}')
+        into v_found, v_found_positions
+        from unnest(v_missing, v_missing_hashes) as u (position, spec_hash)
+        inner join reproq.task_runs as t
+            on t.spec_hash = u.spec_hash and t.dedup and t.status in ('READY', 'RUNNING');
+        v_results := v_results || v_found;
+        v_todo := array(select p.p from unnest(v_missing) as p (p) where p.p <> all(v_found_positions));
+        exit when cardinality(v_todo) = 0;
+    end loop;
 
     -- One notification per call, never per row: runners listening on "reproq" wake up.
-    if v_queues is not null then
-        perform pg_notify('reproq', left(v_queues, 7000));
-    end if;
+    perform reproq._notify_queues(v_queues);
 
-    return query select * from unnest(v_results);
+    return query select r.* from unnest(v_results) as r order by r.position;
 end;
 $_$;
 
 COMMENT ON FUNCTION reproq._enqueue_many_unchecked(p_tasks jsonb, p_dedup boolean, p_now timestamp with time zone) IS 'Internal: reproq.enqueue_many''s work, for a batch whose timestamps PostgreSQL can read (an impossible one raises 22007/22008/22009 here). Call reproq.enqueue_many instead.';
+
+CREATE FUNCTION reproq._notify_queues(p_queues text[]) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+declare
+    v_payload text;
+begin
+    -- PostgreSQL refuses a payload of 8000 bytes or more. Queue names are at most 200
+    -- characters but may be multi-byte: list whole names while the payload stays within 7000
+    -- bytes (0006: it was cut at 7000 characters, and a call whose names were long in bytes
+    -- failed as a whole with 22023).
+    select string_agg(q.name, ',' order by q.name)
+    into v_payload
+    from (
+        select d.name, sum(octet_length(d.name) + 1) over (order by d.name) as upto
+        from (select distinct u.name from unnest(p_queues) as u (name)) as d
+    ) as q
+    where q.upto <= 7001;
+    if v_payload is not null then
+        perform pg_notify('reproq', v_payload);
+    end if;
+end;
+$$;
+
+COMMENT ON FUNCTION reproq._notify_queues(p_queues text[]) IS 'Internal: one pg_notify on "reproq" listing the distinct queues given (those that got due rows), as many whole names as fit in 7000 bytes; none when the list is empty or null.';
 
 CREATE FUNCTION reproq._raise_lease_lost(p_result_id bigint) RETURNS void
     LANGUAGE plpgsql
@@ -827,27 +903,39 @@ begin
     ));
     v_result.position := 1;
 
-    -- One statement for both: a row with dedup = false is outside the partial unique index,
-    -- so it can never conflict.
-    insert into reproq.task_runs as t (
-        queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
-        max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
-        metadata_json, expires_at, enqueued_at
-    )
-    values (
-        p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash, p_dedup,
-        p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
-        p_concurrency_limit, coalesce(p_metadata, '{}'), p_expires_at, v_now
-    )
-    on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING')
-    do update set dedup = t.dedup
-    -- xmax is 0 on a freshly inserted row and the locker's xid on a dedup hit.
-    returning t.result_id, t.xmax = '0'::xid, t.enqueued_at
-    into v_result.result_id, v_result.created, v_result.enqueued_at;
+    -- A row with dedup = false is outside the partial unique index, so it never conflicts. A
+    -- dedup hit takes no row lock (0006: DO UPDATE held the existing task's row until this
+    -- transaction ended, so a RUNNING task's worker could not heartbeat or complete it); its
+    -- id is read by a statement of its own, whose snapshot sees the row the insert met. If
+    -- that row finished in between, insert again (READ COMMITTED; under REPEATABLE READ the
+    -- insert fails with a serialization error instead).
+    loop
+        insert into reproq.task_runs as t (
+            queue_name, priority, run_after, task_path, spec_json, spec_hash, dedup,
+            max_attempts, timeout_seconds, lock_key, concurrency_key, concurrency_limit,
+            metadata_json, expires_at, enqueued_at
+        )
+        values (
+            p_queue, p_priority, coalesce(p_run_after, v_now), p_task_path, p_spec, v_hash,
+            p_dedup, p_max_attempts, p_timeout_seconds, p_lock_key, p_concurrency_key,
+            p_concurrency_limit, coalesce(p_metadata, '{}'), p_expires_at, v_now
+        )
+        on conflict (spec_hash) where dedup and status in ('READY', 'RUNNING') do nothing
+        returning t.result_id, t.enqueued_at
+        into v_result.result_id, v_result.enqueued_at;
+        if found then
+            v_result.created := true;
+            perform pg_notify('reproq', p_queue);
+            exit;
+        end if;
 
-    if v_result.created then
-        perform pg_notify('reproq', p_queue);
-    end if;
+        select t.result_id, t.enqueued_at
+        into v_result.result_id, v_result.enqueued_at
+        from reproq.task_runs as t
+        where t.spec_hash = v_hash and t.dedup and t.status in ('READY', 'RUNNING');
+        v_result.created := false;
+        exit when found;
+    end loop;
     return v_result;
 end;
 $$;
@@ -1096,7 +1184,7 @@ CREATE FUNCTION reproq.release(p_result_ids bigint[], p_lease_tokens uuid[], p_n
 declare
     v_now timestamptz := coalesce(p_now, now());
     v_released bigint[];
-    v_queues text;
+    v_queues text[];
 begin
     if cardinality(p_result_ids) is distinct from cardinality(p_lease_tokens) then
         raise exception 'p_result_ids and p_lease_tokens must be equally long'
@@ -1127,14 +1215,12 @@ begin
 
     select
         array_agg(h.result_id),
-        string_agg(distinct h.queue_name, ',') filter (where h.status = 'READY')
+        array_agg(distinct h.queue_name) filter (where h.status = 'READY')
     into v_released, v_queues
     from handed_back as h;
 
     -- One notification per call, as enqueue_many sends: listening runners wake up.
-    if v_queues is not null then
-        perform pg_notify('reproq', left(v_queues, 7000));
-    end if;
+    perform reproq._notify_queues(v_queues);
 
     return query select r.result_id from unnest(v_released) as r (result_id);
 end;

@@ -67,3 +67,44 @@ def test_overlapping_batches_in_opposite_orders_do_not_deadlock(conn, connect):
     results = race(RACERS, enqueuer)
     assert all(ids == results[0] for ids in results)
     assert conn.execute("select count(*) from reproq.task_runs").fetchone()[0] == 300
+
+
+def test_a_duplicate_enqueue_in_an_open_transaction_does_not_hold_up_the_running_task(connect):
+    """Since 0006 a dedup hit takes no row lock: while another transaction that mapped onto a
+    RUNNING task stays open, that task's worker still heartbeats and completes it (before, both
+    waited for that transaction; here they would hit the 1 s lock_timeout)."""
+    worker = connect()
+    enqueuer = connect()
+    with worker.cursor() as cur:
+        result_id = queries.enqueue(cur, "app.tasks.t", [1])
+        [task] = queries.claim(cur, "w", ["default"], 1, 60)
+        cur.execute("set lock_timeout = '1s'")
+    enqueuer.execute("begin")
+    with enqueuer.cursor() as cur:
+        assert queries.enqueue(cur, "app.tasks.t", [1]) == result_id
+        [hit] = queries.enqueue_many(cur, [queries.task_item("app.tasks.t", [1]),
+                                           queries.task_item("app.tasks.t", [2])])[:1]
+        assert (hit.result_id, hit.created) == (result_id, False)
+    try:
+        with worker.cursor() as cur:
+            queries.heartbeat(cur, "w", 60, held=[result_id])
+            assert queries.complete_many(cur, [(result_id, task.lease_token, "1")]) == {result_id}
+    finally:
+        enqueuer.execute("rollback")
+    with worker.cursor() as cur:
+        assert queries.get_task_run(cur, result_id).status == "SUCCESSFUL"
+
+
+def test_long_multibyte_queue_names_do_not_break_the_notification(conn, connect):
+    """Ten queues of 200 four-byte characters: the payload is cut by bytes, at whole names
+    (before 0006 it was cut at 7000 characters and PostgreSQL refused the call, 22023)."""
+    listener = connect()
+    listener.execute("listen reproq")
+    queues = [chr(0x1F600 + i) * 200 for i in range(10)]
+    with conn.cursor() as cur:
+        rows = queries.enqueue_many(cur, [queries.task_item("app.tasks.t", [i], queue_name=q)
+                                          for i, q in enumerate(queues)])
+    assert all(row.created for row in rows)
+    [note] = list(listener.notifies(timeout=5, stop_after=1))
+    names = note.payload.split(",")
+    assert len(note.payload.encode()) <= 7000 and names and set(names) <= set(queues)

@@ -259,7 +259,20 @@ def test_other_problems_of_a_batch_are_reported_before_an_impossible_timestamp(c
     with pytest.raises(InvalidArgument, match="^task 2: priority"):
         queries.enqueue_many(cur, items)
     items[1] = {**queries.task_item("app.tasks.t", [1]), "run_after": "garbage"}
-    with pytest.raises(InvalidArgument, match="^task 2: run_after and expires_at must be ISO"):
+    with pytest.raises(InvalidArgument, match='^task 2: run_after must be an ISO 8601 timestamp'
+                       ' with a time zone offset, got "garbage"$'):
+        queries.enqueue_many(cur, items)
+    assert count_rows(cur) == 0
+
+
+@pytest.mark.parametrize("field", ["run_after", "expires_at"])
+def test_a_malformed_timestamp_is_named_alone(cur, field):
+    """Since 0006: the message named both fields and left a blank for a missing one."""
+    items = [queries.task_item("app.tasks.t", [0]),
+             {**queries.task_item("app.tasks.t", [1]), field: 5}]
+    with pytest.raises(InvalidArgument,
+                       match=f"^task 2: {field} must be an ISO 8601 timestamp with a time zone "
+                             "offset, got 5$"):
         queries.enqueue_many(cur, items)
     assert count_rows(cur) == 0
 
