@@ -347,11 +347,7 @@ class Supervisor:
             self.ever_ready = True
             return None
         if isinstance(message, SetupFailed):
-            if not self.ever_ready:
-                raise ChildSetupError(f"a child process could not start:\n{message.traceback}")
-            log.error("a new child process could not start:\n%s", message.traceback)
-            self.setup_failure = message.traceback
-            self.stopping = True  # replace no more children
+            self._setup_failed(f"could not start:\n{message.traceback}")
             return None
         log.error("unexpected message from child %s: %r", child.pid, message)
         return None
@@ -387,14 +383,8 @@ class Supervisor:
         child.queued_bytes = 0
         self._forget(child)
         if not child.ready and not self.stopping:
-            if not self.ever_ready:
-                raise ChildSetupError(
-                    f"a child process exited during setup ({_describe(exitcode)})")
-            # A replacement died before it was ready (a crash in an import, an OOM kill):
-            # replacing it again could go on forever, so stop as for a setup that failed.
-            log.error("a new child process exited during setup (%s)", _describe(exitcode))
-            self.setup_failure = f"a new child process exited during setup ({_describe(exitcode)})"
-            self.stopping = True
+            # Died before it was ready without saying why (a crash in an import, an OOM kill).
+            self._setup_failed(f"exited during setup ({_describe(exitcode)})")
         if not self.stopping:
             self._spawn()
         if task is None:
@@ -405,6 +395,16 @@ class Supervisor:
         duration = time.monotonic() - child.started
         return Finished(task, _failure_for(kind, task, exitcode, duration), kind or CRASHED,
                         duration)
+
+    def _setup_failed(self, what: str) -> None:
+        """A child could not set up (``what`` says how). Before any child was ready the runner
+        cannot run at all: raise. After, it is a replacement, and replacing it again could go on
+        forever: start no more children, and the runner stops as on a stop signal."""
+        if not self.ever_ready:
+            raise ChildSetupError(f"a child process {what}")
+        self.setup_failure = f"a new child process {what}"
+        log.error("%s", self.setup_failure)
+        self.stopping = True
 
     def _forget(self, child: Child) -> None:
         if child.exited:

@@ -30,6 +30,11 @@ class SetupFailsExecutor(NoopExecutor):
         raise ImportError("cannot import the settings (a test's broken setup)")
 
 
+def _setup_broken() -> bool:
+    """The test has created the file named by ``$REPROQ_TEST_SETUP_FAILS``."""
+    return os.path.exists(os.environ["REPROQ_TEST_SETUP_FAILS"])
+
+
 class SetupFailsLaterExecutor(NoopExecutor):
     """Sets up until the file named by ``$REPROQ_TEST_SETUP_FAILS`` exists, then cannot: the
     children started first run tasks, their replacements fail. Tasks by the last part of their
@@ -37,7 +42,7 @@ class SetupFailsLaterExecutor(NoopExecutor):
     child; any other succeeds."""
 
     def setup(self) -> None:
-        if os.path.exists(os.environ["REPROQ_TEST_SETUP_FAILS"]):
+        if _setup_broken():
             raise ImportError("cannot import the settings (a test's broken setup)")
 
     def execute(self, task: ClaimedTask) -> Succeeded:
@@ -58,5 +63,5 @@ class SetupDiesLaterExecutor(SetupFailsLaterExecutor):
     after a crash in an import or an out-of-memory kill)."""
 
     def setup(self) -> None:
-        if os.path.exists(os.environ["REPROQ_TEST_SETUP_FAILS"]):
+        if _setup_broken():
             os._exit(9)
