@@ -176,27 +176,20 @@ begin
                         'RQ003',
                         'priority, max_attempts, timeout_seconds and concurrency_limit must be numbers'
                     ]
-                when
-                    t.item ->> 'run_after'
+                -- One branch per field, so the message names the one that is wrong (0006: one
+                -- message named both, with a blank for a missing one).
+                when t.item ->> 'run_after'
                     !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
-                    or t.item ->> 'expires_at'
+                    then array['RQ003', format(
+                        'run_after must be an ISO 8601 timestamp with a time zone offset, got %s',
+                        t.item -> 'run_after'
+                    )]
+                when t.item ->> 'expires_at'
                     !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
-                    -- Name the field that is wrong (0006: the message had a blank for a missing
-                    -- one).
-                    then (
-                        select array['RQ003', format(
-                            '%s must be an ISO 8601 timestamp with a time zone offset, got %s',
-                            f.field, t.item -> f.field
-                        )]
-                        from (
-                            select case
-                                when t.item ->> 'run_after'
-                                    !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$'
-                                    then 'run_after'
-                                else 'expires_at'
-                            end as field
-                        ) as f
-                    )
+                    then array['RQ003', format(
+                        'expires_at must be an ISO 8601 timestamp with a time zone offset, got %s',
+                        t.item -> 'expires_at'
+                    )]
                 when coalesce(jsonb_typeof(t.item -> 'dedup'), 'null') not in ('boolean', 'null')
                     then array['RQ003', 'dedup must be true or false']
                 when coalesce(jsonb_typeof(t.item -> 'metadata'), 'null') not in ('object', 'null')
