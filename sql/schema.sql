@@ -409,13 +409,22 @@ $$;
 
 COMMENT ON FUNCTION reproq._notify_queues(p_queues text[]) IS 'Internal: one pg_notify on "reproq" listing the distinct queues given (those that got due rows), as many whole names as fit in 7000 bytes; none when the list is empty or null.';
 
-CREATE FUNCTION reproq._raise_lease_lost(p_result_id bigint) RETURNS void
+CREATE FUNCTION reproq._raise_lease_lost(p_result_id bigint, p_lease_token uuid) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 declare
     v_status text;
 begin
+    -- Only reached once a fenced call matched no running row: the usual call pays nothing for
+    -- the null checks.
+    if p_result_id is null then
+        raise exception 'p_result_id must not be null' using errcode = 'RQ003';
+    end if;
+    if p_lease_token is null then
+        raise exception 'p_lease_token must not be null (it is the lease_token claim returned)'
+            using errcode = 'RQ003';
+    end if;
     select t.status into v_status from reproq.task_runs as t where t.result_id = p_result_id;
     if not found then
         raise exception 'task % does not exist', p_result_id using errcode = 'RQ004';
@@ -427,7 +436,7 @@ begin
 end;
 $$;
 
-COMMENT ON FUNCTION reproq._raise_lease_lost(p_result_id bigint) IS 'Internal: raise RQ004 (no such task) or RQ005 (lease lost) for a fenced call that matched no running row.';
+COMMENT ON FUNCTION reproq._raise_lease_lost(p_result_id bigint, p_lease_token uuid) IS 'Internal: for a fenced call that matched no running row, raise RQ003 (null id or token), RQ004 (no such task) or RQ005 (lease lost).';
 
 CREATE FUNCTION reproq._refuse_repeated_ids(p_result_ids bigint[]) RETURNS void
     LANGUAGE plpgsql IMMUTABLE
@@ -451,6 +460,25 @@ end;
 $$;
 
 COMMENT ON FUNCTION reproq._refuse_repeated_ids(p_result_ids bigint[]) IS 'Internal: raise RQ003 naming the first id that p_result_ids holds more than once.';
+
+CREATE FUNCTION reproq._set_queue_paused(p_queue_name text, p_paused boolean, p_now timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+begin
+    -- The rule enqueue applies to queue names: a longer name could never match a task.
+    if p_queue_name is null or p_queue_name = '' or length(p_queue_name) > 200 then
+        raise exception 'p_queue_name must be a non-empty string of at most 200 characters'
+            using errcode = 'RQ003';
+    end if;
+    insert into reproq.queue_controls as c (queue_name, paused, updated_at)
+    values (p_queue_name, p_paused, coalesce(p_now, now()))
+    on conflict (queue_name) do update
+        set paused = excluded.paused, updated_at = excluded.updated_at;
+end;
+$$;
+
+COMMENT ON FUNCTION reproq._set_queue_paused(p_queue_name text, p_paused boolean, p_now timestamp with time zone) IS 'Internal: upsert a queue''s paused switch for pause_queue and resume_queue; RQ003 for a null, empty or over-long queue name.';
 
 CREATE FUNCTION reproq._task_problem(p_task_path text, p_spec jsonb, p_queue_name text, p_priority numeric, p_max_attempts numeric, p_timeout_seconds numeric, p_lock_key text, p_concurrency_key text, p_concurrency_limit numeric, p_metadata jsonb) RETURNS text[]
     LANGUAGE plpgsql IMMUTABLE
@@ -530,6 +558,18 @@ CREATE FUNCTION reproq.backoff_seconds(p_attempt integer, p_base_seconds double 
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 begin
+    if p_attempt is null then
+        raise exception 'p_attempt must not be null' using errcode = 'RQ003';
+    end if;
+    -- "not between" is also true for NaN and infinity.
+    if p_base_seconds not between 0 and 31536000 or p_base_seconds is null then
+        raise exception 'p_base_seconds must be from 0 to 31536000, got %', p_base_seconds
+            using errcode = 'RQ003';
+    end if;
+    if p_cap_seconds not between 0 and 31536000 or p_cap_seconds is null then
+        raise exception 'p_cap_seconds must be from 0 to 31536000, got %', p_cap_seconds
+            using errcode = 'RQ003';
+    end if;
     -- Jitter spreads retries of tasks that failed together so they do not return together.
     -- The exponent is capped too, so huge attempt numbers cannot overflow double precision.
     return least(p_cap_seconds, p_base_seconds * power(2, least(greatest(p_attempt, 1) - 1, 60)))
@@ -537,7 +577,7 @@ begin
 end;
 $$;
 
-COMMENT ON FUNCTION reproq.backoff_seconds(p_attempt integer, p_base_seconds double precision, p_cap_seconds double precision) IS 'Retry delay after the given attempt: d = least(cap, base * 2^(attempt-1)), times a random factor from 1 to 1.25 (jitter), so the result lies in [d, 1.25 d].';
+COMMENT ON FUNCTION reproq.backoff_seconds(p_attempt integer, p_base_seconds double precision, p_cap_seconds double precision) IS 'Retry delay after the given attempt: d = least(cap, base * 2^(attempt-1)), times a random factor from 1 to 1.25 (jitter), so the result lies in [d, 1.25 d]. Base and cap are from 0 to 31536000 seconds; an attempt below 1 counts as 1.';
 
 CREATE FUNCTION reproq.cancel(p_result_id bigint, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS text
     LANGUAGE plpgsql
@@ -547,6 +587,9 @@ declare
     v_now timestamptz := coalesce(p_now, now());
     v_status text;
 begin
+    if p_result_id is null then
+        raise exception 'p_result_id must not be null' using errcode = 'RQ003';
+    end if;
     select t.status into v_status
     from reproq.task_runs as t
     where t.result_id = p_result_id
@@ -715,7 +758,7 @@ begin
         array[p_result_id], array[p_lease_token], array[p_return_value], p_now
     );
     if not found then
-        perform reproq._raise_lease_lost(p_result_id);
+        perform reproq._raise_lease_lost(p_result_id, p_lease_token);
     end if;
 end;
 $$;
@@ -949,6 +992,9 @@ begin
             '{"exception_class_path": "...", "traceback": "..."}'
             using errcode = 'RQ003';
     end if;
+    if p_retry is null then
+        raise exception 'p_retry must be true or false' using errcode = 'RQ003';
+    end if;
     -- "not between" is also true for NaN and infinity, which make_interval cannot take.
     if p_retry_in_seconds not between 0 and 31536000 then
         raise exception 'p_retry_in_seconds must be from 0 to 31536000, got %', p_retry_in_seconds
@@ -960,12 +1006,12 @@ begin
     where t.result_id = p_result_id and t.lease_token = p_lease_token and t.status = 'RUNNING'
     for update;
     if not found then
-        perform reproq._raise_lease_lost(p_result_id);
+        perform reproq._raise_lease_lost(p_result_id, p_lease_token);
     end if;
 
     v_status := case
         when v_task.cancel_requested then 'CANCELLED'
-        when coalesce(p_retry, true) and v_task.attempts < v_task.max_attempts then 'READY'
+        when p_retry and v_task.attempts < v_task.max_attempts then 'READY'
         else 'FAILED'
     end;
 
@@ -993,7 +1039,7 @@ begin
 end;
 $$;
 
-COMMENT ON FUNCTION reproq.fail(p_result_id bigint, p_lease_token uuid, p_error jsonb, p_retry boolean, p_retry_in_seconds double precision, p_now timestamp with time zone) IS 'Record a failed attempt (p_error is appended to errors_json). Retries after capped exponential backoff with jitter (or p_retry_in_seconds) while attempts remain and p_retry is true; otherwise FAILED (CANCELLED when cancellation was requested). Fenced by lease token. Returns the new status.';
+COMMENT ON FUNCTION reproq.fail(p_result_id bigint, p_lease_token uuid, p_error jsonb, p_retry boolean, p_retry_in_seconds double precision, p_now timestamp with time zone) IS 'Record a failed attempt (p_error is appended to errors_json). Retries after capped exponential backoff with jitter (or p_retry_in_seconds) while attempts remain and p_retry is true; otherwise FAILED (CANCELLED when cancellation was requested). Fenced by lease token. Returns the new status. A null p_retry is refused (RQ003).';
 
 CREATE FUNCTION reproq.heartbeat(p_worker_id text, p_lease_seconds integer DEFAULT 60, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF bigint
     LANGUAGE plpgsql
@@ -1041,6 +1087,9 @@ declare
     v_now timestamptz := coalesce(p_now, now());
     v_renew_before timestamptz;
 begin
+    if p_worker_id is null or p_worker_id = '' then
+        raise exception 'p_worker_id must be a non-empty string' using errcode = 'RQ003';
+    end if;
     if p_lease_seconds is null or p_lease_seconds not between 1 and 31536000 then
         raise exception 'p_lease_seconds must be from 1 to 31536000, got %', p_lease_seconds
             using errcode = 'RQ003';
@@ -1076,22 +1125,14 @@ $$;
 
 COMMENT ON FUNCTION reproq.heartbeat(p_worker_id text, p_result_ids bigint[], p_lease_seconds integer, p_now timestamp with time zone) IS 'Mark the worker seen and renew the leases of the listed tasks it holds (RUNNING, leased to p_worker_id) once a quarter of a lease is spent (at most 10 s of it); a lease it does not list runs out. Returns the ids of all its running tasks whose cancellation was requested.';
 
-CREATE TABLE reproq.queue_controls (
-    queue_name text NOT NULL,
-    paused boolean DEFAULT false NOT NULL,
-    updated_at timestamp with time zone NOT NULL,
-    CONSTRAINT queue_controls_queue_name_not_empty CHECK ((queue_name <> ''::text))
-);
-
-COMMENT ON TABLE reproq.queue_controls IS 'Per-queue switches (pause); a queue without a row is active.';
-
 CREATE FUNCTION reproq.pause_queue(p_queue_name text, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
-    BEGIN ATOMIC
- INSERT INTO reproq.queue_controls AS c (queue_name, paused, updated_at)
-   VALUES (pause_queue.p_queue_name, true, COALESCE(pause_queue.p_now, now())) ON CONFLICT(queue_name) DO UPDATE SET paused = true, updated_at = excluded.updated_at;
-END;
+    AS $$
+begin
+    perform reproq._set_queue_paused(p_queue_name, true, p_now);
+end;
+$$;
 
 COMMENT ON FUNCTION reproq.pause_queue(p_queue_name text, p_now timestamp with time zone) IS 'Stop claims from a queue; running tasks finish, enqueues still land.';
 
@@ -1143,29 +1184,50 @@ $$;
 
 COMMENT ON FUNCTION reproq.reclaim(p_now timestamp with time zone) IS 'Return RUNNING tasks whose lease expired to READY (attempts left), FAILED (none left) or CANCELLED (cancel requested), recording the lost attempt. Called lazily by claim; returns how many were reclaimed.';
 
-CREATE TABLE reproq.workers (
-    worker_id text NOT NULL,
-    hostname text NOT NULL,
-    pid integer NOT NULL,
-    queues text[] NOT NULL,
-    concurrency integer NOT NULL,
-    version text NOT NULL,
-    started_at timestamp with time zone NOT NULL,
-    last_seen_at timestamp with time zone NOT NULL,
-    CONSTRAINT workers_concurrency_positive CHECK ((concurrency > 0)),
-    CONSTRAINT workers_pid_positive CHECK ((pid > 0)),
-    CONSTRAINT workers_worker_id_not_empty CHECK ((worker_id <> ''::text))
-);
-
-COMMENT ON TABLE reproq.workers IS 'Registry of runner processes, kept current by reproq.register_worker and reproq.heartbeat.';
-
 CREATE FUNCTION reproq.register_worker(p_worker_id text, p_hostname text, p_pid integer, p_queues text[], p_concurrency integer, p_version text, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
-    BEGIN ATOMIC
- INSERT INTO reproq.workers AS w (worker_id, hostname, pid, queues, concurrency, version, started_at, last_seen_at)
-   VALUES (register_worker.p_worker_id, register_worker.p_hostname, register_worker.p_pid, register_worker.p_queues, register_worker.p_concurrency, register_worker.p_version, COALESCE(register_worker.p_now, now()), COALESCE(register_worker.p_now, now())) ON CONFLICT(worker_id) DO UPDATE SET hostname = excluded.hostname, pid = excluded.pid, queues = excluded.queues, concurrency = excluded.concurrency, version = excluded.version, started_at = excluded.started_at, last_seen_at = excluded.last_seen_at;
-END;
+    AS $$
+begin
+    if p_worker_id is null or p_worker_id = '' then
+        raise exception 'p_worker_id must be a non-empty string' using errcode = 'RQ003';
+    end if;
+    if p_hostname is null then
+        raise exception 'p_hostname must not be null' using errcode = 'RQ003';
+    end if;
+    if p_pid is null or p_pid <= 0 then
+        raise exception 'p_pid must be a positive integer, got %', p_pid using errcode = 'RQ003';
+    end if;
+    if p_queues is null or cardinality(p_queues) = 0 or array_position(p_queues, null) > 0 then
+        raise exception 'p_queues must name at least one queue, and no null'
+            using errcode = 'RQ003';
+    end if;
+    if p_concurrency is null or p_concurrency <= 0 then
+        raise exception 'p_concurrency must be a positive integer, got %', p_concurrency
+            using errcode = 'RQ003';
+    end if;
+    if p_version is null then
+        raise exception 'p_version must not be null' using errcode = 'RQ003';
+    end if;
+
+    insert into reproq.workers as w (
+        worker_id, hostname, pid, queues, concurrency, version, started_at, last_seen_at
+    )
+    values (
+        p_worker_id, p_hostname, p_pid, p_queues, p_concurrency, p_version,
+        coalesce(p_now, now()), coalesce(p_now, now())
+    )
+    on conflict (worker_id) do update
+        set
+            hostname = excluded.hostname,
+            pid = excluded.pid,
+            queues = excluded.queues,
+            concurrency = excluded.concurrency,
+            version = excluded.version,
+            started_at = excluded.started_at,
+            last_seen_at = excluded.last_seen_at;
+end;
+$$;
 
 COMMENT ON FUNCTION reproq.register_worker(p_worker_id text, p_hostname text, p_pid integer, p_queues text[], p_concurrency integer, p_version text, p_now timestamp with time zone) IS 'Record (or refresh) a runner process in reproq.workers when it starts.';
 
@@ -1222,12 +1284,13 @@ $$;
 COMMENT ON FUNCTION reproq.release(p_result_ids bigint[], p_lease_tokens uuid[], p_now timestamp with time zone) IS 'Hand running tasks back to READY without spending an attempt (a stopping runner, or one whose children are all held by slow tasks); a task whose cancellation was requested ends CANCELLED instead. Fenced by lease token; returns the ids released and notifies their queues on "reproq".';
 
 CREATE FUNCTION reproq.resume_queue(p_queue_name text, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
-    BEGIN ATOMIC
- INSERT INTO reproq.queue_controls AS c (queue_name, paused, updated_at)
-   VALUES (resume_queue.p_queue_name, false, COALESCE(resume_queue.p_now, now())) ON CONFLICT(queue_name) DO UPDATE SET paused = false, updated_at = excluded.updated_at;
-END;
+    AS $$
+begin
+    perform reproq._set_queue_paused(p_queue_name, false, p_now);
+end;
+$$;
 
 COMMENT ON FUNCTION reproq.resume_queue(p_queue_name text, p_now timestamp with time zone) IS 'Let claims take from a paused queue again.';
 
@@ -1243,7 +1306,7 @@ begin
     set metadata_json = p_metadata
     where t.result_id = p_result_id and t.lease_token = p_lease_token and t.status = 'RUNNING';
     if not found then
-        perform reproq._raise_lease_lost(p_result_id);
+        perform reproq._raise_lease_lost(p_result_id, p_lease_token);
     end if;
 end;
 $$;
@@ -1259,7 +1322,7 @@ begin
         array[p_result_id], array[p_lease_token], array[p_logs_uri]
     );
     if not found then
-        perform reproq._raise_lease_lost(p_result_id);
+        perform reproq._raise_lease_lost(p_result_id, p_lease_token);
     end if;
 end;
 $$;
@@ -1311,6 +1374,10 @@ CREATE FUNCTION reproq.spec_hash(p_task_path text, p_queue_name text, p_spec jso
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 begin
+    if p_task_path is null or p_queue_name is null or p_spec is null then
+        raise exception 'spec_hash needs a task path, a queue name and a spec, none of them null'
+            using errcode = 'RQ003';
+    end if;
     return sha256(convert_to(
         jsonb_build_object(
             'task_path', p_task_path,
@@ -1335,6 +1402,15 @@ end;
 $$;
 
 COMMENT ON FUNCTION reproq.unregister_worker(p_worker_id text) IS 'Remove a runner from reproq.workers when it stops cleanly.';
+
+CREATE TABLE reproq.queue_controls (
+    queue_name text NOT NULL,
+    paused boolean DEFAULT false NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT queue_controls_queue_name_not_empty CHECK ((queue_name <> ''::text))
+);
+
+COMMENT ON TABLE reproq.queue_controls IS 'Per-queue switches (pause); a queue without a row is active.';
 
 CREATE TABLE reproq.schema_migrations (
     version integer NOT NULL,
@@ -1409,6 +1485,22 @@ ALTER TABLE reproq.task_runs ALTER COLUMN result_id ADD GENERATED BY DEFAULT AS 
     NO MAXVALUE
     CACHE 1
 );
+
+CREATE TABLE reproq.workers (
+    worker_id text NOT NULL,
+    hostname text NOT NULL,
+    pid integer NOT NULL,
+    queues text[] NOT NULL,
+    concurrency integer NOT NULL,
+    version text NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    last_seen_at timestamp with time zone NOT NULL,
+    CONSTRAINT workers_concurrency_positive CHECK ((concurrency > 0)),
+    CONSTRAINT workers_pid_positive CHECK ((pid > 0)),
+    CONSTRAINT workers_worker_id_not_empty CHECK ((worker_id <> ''::text))
+);
+
+COMMENT ON TABLE reproq.workers IS 'Registry of runner processes, kept current by reproq.register_worker and reproq.heartbeat.';
 
 ALTER TABLE ONLY reproq.queue_controls
     ADD CONSTRAINT queue_controls_pkey PRIMARY KEY (queue_name);

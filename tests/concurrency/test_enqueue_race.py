@@ -1,7 +1,12 @@
 """Concurrent identical enqueues: one row with dedup, no errors without, no deadlocks."""
 
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
 from reproq_runner import queries
 from tests.concurrency.helpers import race
+from tests.waiting import wait_for
 
 RACERS = 12
 ROUNDS = 10
@@ -108,3 +113,52 @@ def test_long_multibyte_queue_names_do_not_break_the_notification(conn, connect)
     [note] = list(listener.notifies(timeout=5, stop_after=1))
     names = note.payload.split(",")
     assert len(note.payload.encode()) <= 7000 and names and set(names) <= set(queues)
+
+
+def _hold_inserts_after_their_statement(conn):
+    """A statement-level AFTER INSERT trigger on reproq.task_runs that waits for advisory lock
+    4242: it fires after an insert that met an existing row too (DO NOTHING inserts none), so an
+    enqueue stops between its insert and the read that maps the item onto the row it met."""
+    conn.execute("create function public.wait_for_test() returns trigger language plpgsql"
+                 " as $$ begin perform pg_advisory_xact_lock_shared(4242); return null; end $$")
+    conn.execute("create trigger hold_inserts after insert on reproq.task_runs"
+                 " for each statement execute function public.wait_for_test()")
+
+
+def _waiting_on_the_advisory_lock(conn) -> bool:
+    return conn.execute("select exists (select from pg_locks where locktype = 'advisory'"
+                        " and objid = 4242 and not granted)").fetchone()[0]
+
+
+@pytest.mark.parametrize("how", ["enqueue", "enqueue_many"])
+def test_a_dedup_hit_whose_task_finishes_before_it_is_read_is_inserted_afresh(connect, how):
+    """The retry round of 0006's lockless dedup: the insert meets a RUNNING task, which
+    completes before the enqueue reads its id; the enqueue then inserts a new task instead of
+    mapping onto a finished one or returning nothing."""
+    worker, gate, enqueuer = connect(), connect(), connect()
+    with worker.cursor() as cur:
+        first = queries.enqueue(cur, "app.tasks.t", [1])
+        [task] = queries.claim(cur, "w", ["default"], 1, 60)
+    _hold_inserts_after_their_statement(worker)
+    gate.execute("select pg_advisory_lock(4242)")
+
+    def enqueue_again():
+        with enqueuer.cursor() as cur:
+            if how == "enqueue":
+                return queries.enqueue(cur, "app.tasks.t", [1]), True
+            [row] = queries.enqueue_many(cur, [queries.task_item("app.tasks.t", [1])] * 2)[:1]
+            return row.result_id, row.created
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(enqueue_again)
+        wait_for(lambda: _waiting_on_the_advisory_lock(worker), message="the held insert")
+        with worker.cursor() as cur:
+            assert queries.complete_many(cur, [(first, task.lease_token, "1")]) == {first}
+        gate.execute("select pg_advisory_unlock(4242)")
+        again, created = pending.result(timeout=30)
+    assert again != first and created
+    with worker.cursor() as cur:
+        assert queries.get_task_run(cur, first).status == "SUCCESSFUL"
+        assert queries.get_task_run(cur, again).status == "READY"
+        cur.execute("select count(*) from reproq.task_runs")
+        assert cur.fetchone()[0] == 2

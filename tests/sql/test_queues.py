@@ -4,6 +4,7 @@ import psycopg
 import pytest
 
 from reproq_runner import queries
+from reproq_runner.errors import InvalidArgument
 from tests.sql.helpers import T0, at, enqueue
 
 
@@ -39,8 +40,17 @@ def test_pause_and_resume_upsert_one_row_per_queue(cur):
     assert controls(cur) == [("never-paused", False, at(3)), ("q", False, at(2))]
 
 
-def test_empty_queue_name_is_refused_by_its_named_constraint(cur):
-    with pytest.raises(psycopg.errors.CheckViolation) as info:
-        queries.pause_queue(cur, "")
-    assert info.value.diag.constraint_name == "queue_controls_queue_name_not_empty"
+@pytest.mark.parametrize("name", ["", None, "q" * 201])
+@pytest.mark.parametrize("switch", [queries.pause_queue, queries.resume_queue])
+def test_a_missing_empty_or_overlong_queue_name_is_refused_with_rq003(cur, switch, name):
+    """Since 0007 (before, the table refused "" with 23514 and null with 23502)."""
+    with pytest.raises(InvalidArgument,
+                       match="p_queue_name must be a non-empty string of at most 200 characters"):
+        switch(cur, name)
     assert controls(cur) == []
+
+
+def test_the_table_keeps_its_constraint_for_direct_writes(cur):
+    with pytest.raises(psycopg.errors.CheckViolation) as info:
+        cur.execute("insert into reproq.queue_controls (queue_name, updated_at) values ('', now())")
+    assert info.value.diag.constraint_name == "queue_controls_queue_name_not_empty"

@@ -1,9 +1,12 @@
 """reproq.register_worker and reproq.unregister_worker."""
 
+import re
+
 import psycopg
 import pytest
 
 from reproq_runner import queries
+from reproq_runner.errors import InvalidArgument
 from tests.sql.helpers import T0, at
 
 
@@ -32,13 +35,27 @@ def test_unregister_removes_only_that_worker(cur):
     assert [row[0] for row in workers(cur)] == ["w2"]
 
 
-@pytest.mark.parametrize(("args", "constraint"), [
-    (("", "h", 1, ["default"], 1, "v"), "workers_worker_id_not_empty"),
-    (("w", "h", 0, ["default"], 1, "v"), "workers_pid_positive"),
-    (("w", "h", 1, ["default"], 0, "v"), "workers_concurrency_positive"),
+@pytest.mark.parametrize(("args", "message"), [
+    (("", "h", 1, ["default"], 1, "v"), "p_worker_id must be a non-empty string"),
+    (("w", "h", 0, ["default"], 1, "v"), "p_pid must be a positive integer, got 0"),
+    (("w", "h", 1, [], 1, "v"), "p_queues must name at least one queue, and no null"),
+    (("w", "h", 1, ["default", None], 1, "v"), "p_queues must name at least one queue, and no null"),
+    (("w", "h", 1, ["default"], 0, "v"), "p_concurrency must be a positive integer, got 0"),
 ])
-def test_bad_worker_rows_are_refused_by_named_constraints(cur, args, constraint):
-    with pytest.raises(psycopg.errors.CheckViolation) as info:
+def test_bad_worker_rows_are_refused_with_rq003(cur, args, message):
+    """Since 0007 the function refuses them itself (before, the table's constraints did, 23514)."""
+    with pytest.raises(InvalidArgument, match=re.escape(message)):
         queries.register_worker(cur, *args)
-    assert info.value.diag.constraint_name == constraint
     assert workers(cur) == []
+
+
+@pytest.mark.parametrize("constraint", ["workers_worker_id_not_empty", "workers_pid_positive",
+                                        "workers_concurrency_positive"])
+def test_the_table_keeps_its_constraints_for_direct_writes(cur, constraint):
+    row = {"workers_worker_id_not_empty": ("", 1, 1), "workers_pid_positive": ("w", 0, 1),
+           "workers_concurrency_positive": ("w", 1, 0)}[constraint]
+    with pytest.raises(psycopg.errors.CheckViolation) as info:
+        cur.execute("insert into reproq.workers (worker_id, hostname, pid, queues, concurrency,"
+                    " version, started_at, last_seen_at)"
+                    " values (%s, 'h', %s, '{default}', %s, 'v', now(), now())", row)
+    assert info.value.diag.constraint_name == constraint
