@@ -1,7 +1,9 @@
 """Imported by the runner's forkserver before it forks any child: sets Django up there once.
 
 Every child then starts with Django, the settings, the apps and the task modules already
-imported — it does not pay for them at start-up, and their memory is shared copy-on-write.
+imported — it does not pay for them at start-up, and their memory is shared copy-on-write —
+and with Django's per-task INFO records left unbuilt where no handler could show them
+(reproq_runner.django_task_logs).
 Nothing here may fail the forkserver: a problem is left for the child's own
 ``DjangoExecutor.setup()``, which reports it properly.
 """
@@ -18,7 +20,9 @@ def _preload() -> None:
 
         django.setup()
         from reproq_django import conf
+        from reproq_runner.django_task_logs import quiet_unheard_task_logs
 
+        quiet_unheard_task_logs()
         modules = conf.allowed_task_modules()
     except Exception:  # noqa: BLE001 - reported by the child's setup instead
         return

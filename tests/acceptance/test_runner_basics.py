@@ -116,3 +116,13 @@ def test_dsn_password_never_logged(start_runner, dsn):
     runner.signal(signal.SIGTERM)
     assert runner.wait() == 0
     assert "hunter2" not in runner.log()
+
+
+def test_children_leave_django_task_info_records_unbuilt_when_no_handler_shows_them(
+        cur, start_runner):
+    """The test settings keep Django's default logging with DEBUG = False: the forkserver
+    raises django.tasks to WARNING (reproq_runner.django_task_logs) and children inherit it."""
+    result_id = enqueue(cur, "effective_log_level", ["django.tasks"])
+    runner = start_runner("--burst", "--concurrency", "1")
+    assert runner.wait() == 0, runner.log()
+    assert queries.get_task_run(cur, result_id).return_json == 30

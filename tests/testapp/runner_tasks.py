@@ -1,6 +1,7 @@
 """Tasks the runner's acceptance tests run in real child processes."""
 
 import ctypes
+import logging
 import os
 import sys
 import time
@@ -17,6 +18,11 @@ def noop():
 @task
 def echo(value):
     return value
+
+
+@task
+def effective_log_level(name):
+    return logging.getLogger(name).getEffectiveLevel()
 
 
 @task
