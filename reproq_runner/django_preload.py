@@ -20,9 +20,7 @@ def _preload() -> None:
 
         django.setup()
         from reproq_django import conf
-        from reproq_runner.django_task_logs import quiet_unheard_task_logs
 
-        quiet_unheard_task_logs()
         modules = conf.allowed_task_modules()
     except Exception:  # noqa: BLE001 - reported by the child's setup instead
         return
@@ -31,6 +29,17 @@ def _preload() -> None:
             importlib.import_module(module)
         except Exception:  # noqa: BLE001 - a prefix need not be an importable module
             continue
+    _quiet_unheard_task_logs()
+
+
+def _quiet_unheard_task_logs() -> None:
+    """After the task modules: one of them may configure logging when imported."""
+    try:
+        from reproq_runner.django_task_logs import quiet_unheard_task_logs
+
+        quiet_unheard_task_logs()
+    except Exception:  # noqa: BLE001 - an optimisation: Django's behaviour stays
+        return
 
 
 _preload()

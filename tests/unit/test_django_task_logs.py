@@ -7,6 +7,7 @@ be offered every record, so nothing could be left unbuilt here.
 """
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -90,3 +91,44 @@ def test_a_level_set_on_the_logger_is_left_as_it_is(level):
                   "loggers": {"django.tasks": {"level": level}}}
     quieted, effective, _ = after_setup(logging_setting=configured)
     assert not quieted and effective == getattr(__import__("logging"), level)
+
+
+def test_a_patch_made_with_functools_wraps_is_seen():
+    """wraps copies the original's name and module: the code's file tells them apart."""
+    assert after_setup("""
+        import functools
+        original = logging.Logger.callHandlers
+        @functools.wraps(original)
+        def callHandlers(self, record):
+            return original(self, record)
+        logging.Logger.callHandlers = callHandlers
+    """) == (False, 20, True)
+
+
+def test_a_handler_that_applies_filters_its_own_way_keeps_them():
+    assert after_setup("""
+        from django.utils.log import RequireDebugTrue
+        class Buffering(logging.Handler):
+            def handle(self, record):  # keeps every record, filters later
+                return True
+        buffering = Buffering()
+        buffering.addFilter(RequireDebugTrue())
+        logging.getLogger().addHandler(buffering)
+    """) == (False, 20, True)
+
+
+def test_the_forkserver_decides_after_importing_the_task_modules(tmp_path):
+    """A task module may configure logging when imported: the forkserver's preload asks only
+    once they are all imported."""
+    (tmp_path / "loud_settings.py").write_text(
+        "SECRET_KEY = 'x'\nINSTALLED_APPS = ['reproq_django']\n"
+        "REPROQ_ALLOWED_TASK_MODULES = ['loud_tasks']\n")
+    (tmp_path / "loud_tasks.py").write_text(
+        "import logging\nlogging.basicConfig(level=logging.INFO)\n")
+    script = ("import logging, reproq_runner.django_preload\n"
+              "print(logging.getLogger('django.tasks').getEffectiveLevel())\n")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "loud_settings",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, timeout=60, env=env)
+    assert done.stdout.split() == ["20"], done.stderr
