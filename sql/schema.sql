@@ -466,10 +466,8 @@ CREATE FUNCTION reproq._set_queue_paused(p_queue_name text, p_paused boolean, p_
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 begin
-    -- The rule enqueue applies to queue names: a longer name could never match a task.
-    if p_queue_name is null or p_queue_name = '' or length(p_queue_name) > 200 then
-        raise exception 'p_queue_name must be a non-empty string of at most 200 characters'
-            using errcode = 'RQ003';
+    if p_queue_name is null or p_queue_name = '' then
+        raise exception 'p_queue_name must be a non-empty string' using errcode = 'RQ003';
     end if;
     insert into reproq.queue_controls as c (queue_name, paused, updated_at)
     values (p_queue_name, p_paused, coalesce(p_now, now()))
@@ -478,7 +476,7 @@ begin
 end;
 $$;
 
-COMMENT ON FUNCTION reproq._set_queue_paused(p_queue_name text, p_paused boolean, p_now timestamp with time zone) IS 'Internal: upsert a queue''s paused switch for pause_queue and resume_queue; RQ003 for a null, empty or over-long queue name.';
+COMMENT ON FUNCTION reproq._set_queue_paused(p_queue_name text, p_paused boolean, p_now timestamp with time zone) IS 'Internal: upsert a queue''s paused switch for pause_queue and resume_queue; RQ003 for a null or empty queue name.';
 
 CREATE FUNCTION reproq._task_problem(p_task_path text, p_spec jsonb, p_queue_name text, p_priority numeric, p_max_attempts numeric, p_timeout_seconds numeric, p_lock_key text, p_concurrency_key text, p_concurrency_limit numeric, p_metadata jsonb) RETURNS text[]
     LANGUAGE plpgsql IMMUTABLE
@@ -1198,9 +1196,11 @@ begin
     if p_pid is null or p_pid <= 0 then
         raise exception 'p_pid must be a positive integer, got %', p_pid using errcode = 'RQ003';
     end if;
-    if p_queues is null or cardinality(p_queues) = 0 or array_position(p_queues, null) > 0 then
-        raise exception 'p_queues must name at least one queue, and no null'
-            using errcode = 'RQ003';
+    if p_queues is null or cardinality(p_queues) = 0 or array_ndims(p_queues) <> 1
+        or exists (select from unnest(p_queues) as q (name) where q.name is null)
+    then
+        raise exception 'p_queues must be a one-dimensional array naming at least one queue, '
+            'without nulls' using errcode = 'RQ003';
     end if;
     if p_concurrency is null or p_concurrency <= 0 then
         raise exception 'p_concurrency must be a positive integer, got %', p_concurrency

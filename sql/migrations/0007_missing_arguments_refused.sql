@@ -11,8 +11,14 @@
 --   * backoff_seconds with a null base or cap returned the cap or the uncapped delay, and a
 --     null attempt counted as attempt 1; spec_hash hashed nulls.
 -- Each of these now raises RQ003 (reproq_runner.errors.InvalidArgument) and writes nothing.
--- Bodies are restated from 0002 and 0005 with only these checks added; the table constraints
--- stay, for writes that do not go through the functions.
+-- Three rules are new as well, all RQ003: register_worker refuses an empty p_queues, a null in
+-- it or a multi-dimensional one (stored before); backoff_seconds refuses a base or cap outside
+-- 0 to 31536000 (a negative base gave a negative delay); fail no longer reads a null p_retry
+-- as true. register_worker, pause_queue and resume_queue become PL/pgSQL (they were SQL
+-- bodies) so that they can raise. Everything else in the bodies is restated unchanged from
+-- 0002, 0005 (cancel) and 0006 (heartbeat); the table constraints stay, for writes that do not
+-- go through the functions. Batch functions (complete_many, set_logs_uris, release) are left as
+-- they are: a null array matches no row, as an empty one does.
 
 create function reproq._raise_lease_lost(p_result_id bigint, p_lease_token uuid) returns void
 language plpgsql
@@ -298,9 +304,11 @@ begin
     if p_pid is null or p_pid <= 0 then
         raise exception 'p_pid must be a positive integer, got %', p_pid using errcode = 'RQ003';
     end if;
-    if p_queues is null or cardinality(p_queues) = 0 or array_position(p_queues, null) > 0 then
-        raise exception 'p_queues must name at least one queue, and no null'
-            using errcode = 'RQ003';
+    if p_queues is null or cardinality(p_queues) = 0 or array_ndims(p_queues) <> 1
+        or exists (select from unnest(p_queues) as q (name) where q.name is null)
+    then
+        raise exception 'p_queues must be a one-dimensional array naming at least one queue, '
+            'without nulls' using errcode = 'RQ003';
     end if;
     if p_concurrency is null or p_concurrency <= 0 then
         raise exception 'p_concurrency must be a positive integer, got %', p_concurrency
@@ -337,10 +345,8 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    -- The rule enqueue applies to queue names: a longer name could never match a task.
-    if p_queue_name is null or p_queue_name = '' or length(p_queue_name) > 200 then
-        raise exception 'p_queue_name must be a non-empty string of at most 200 characters'
-            using errcode = 'RQ003';
+    if p_queue_name is null or p_queue_name = '' then
+        raise exception 'p_queue_name must be a non-empty string' using errcode = 'RQ003';
     end if;
     insert into reproq.queue_controls as c (queue_name, paused, updated_at)
     values (p_queue_name, p_paused, coalesce(p_now, now()))
@@ -350,8 +356,8 @@ end;
 $$;
 
 comment on function reproq._set_queue_paused(text, boolean, timestamptz) is
-'Internal: upsert a queue''s paused switch for pause_queue and resume_queue; RQ003 for a null, '
-'empty or over-long queue name.';
+'Internal: upsert a queue''s paused switch for pause_queue and resume_queue; RQ003 for a null '
+'or empty queue name.';
 
 
 create or replace function reproq.pause_queue(p_queue_name text, p_now timestamptz default null)

@@ -127,6 +127,8 @@ def _hold_inserts_after_their_statement(conn):
 
 def _waiting_on_the_advisory_lock(conn) -> bool:
     return conn.execute("select exists (select from pg_locks where locktype = 'advisory'"
+                        " and database = (select oid from pg_database"
+                        "                 where datname = current_database())"
                         " and objid = 4242 and not granted)").fetchone()[0]
 
 
@@ -135,7 +137,10 @@ def test_a_dedup_hit_whose_task_finishes_before_it_is_read_is_inserted_afresh(co
     """The retry round of 0006's lockless dedup: the insert meets a RUNNING task, which
     completes before the enqueue reads its id; the enqueue then inserts a new task instead of
     mapping onto a finished one or returning nothing."""
-    worker, gate, enqueuer = connect(), connect(), connect()
+    # A regression that makes the completion wait for the held enqueue would otherwise hang the
+    # test: PostgreSQL sees no deadlock, the cycle goes through this test's thread.
+    worker = connect(options="-c statement_timeout=10s")
+    gate, enqueuer = connect(), connect()
     with worker.cursor() as cur:
         first = queries.enqueue(cur, "app.tasks.t", [1])
         [task] = queries.claim(cur, "w", ["default"], 1, 60)
@@ -151,10 +156,12 @@ def test_a_dedup_hit_whose_task_finishes_before_it_is_read_is_inserted_afresh(co
 
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(enqueue_again)
-        wait_for(lambda: _waiting_on_the_advisory_lock(worker), message="the held insert")
-        with worker.cursor() as cur:
-            assert queries.complete_many(cur, [(first, task.lease_token, "1")]) == {first}
-        gate.execute("select pg_advisory_unlock(4242)")
+        try:
+            wait_for(lambda: _waiting_on_the_advisory_lock(worker), message="the held insert")
+            with worker.cursor() as cur:
+                assert queries.complete_many(cur, [(first, task.lease_token, "1")]) == {first}
+        finally:
+            gate.execute("select pg_advisory_unlock(4242)")
         again, created = pending.result(timeout=30)
     assert again != first and created
     with worker.cursor() as cur:

@@ -35,7 +35,7 @@ NULL_ARGUMENTS = [
     ("reproq.register_worker('w', null, 1, '{{q}}', 1, 'v')", "p_hostname must not be null"),
     ("reproq.register_worker('w', 'h', null, '{{q}}', 1, 'v')",
      "p_pid must be a positive integer, got <NULL>"),
-    ("reproq.register_worker('w', 'h', 1, null, 1, 'v')", "p_queues must name at least one queue"),
+    ("reproq.register_worker('w', 'h', 1, null, 1, 'v')", "p_queues must be a one-dimensional"),
     ("reproq.register_worker('w', 'h', 1, '{{q}}', null, 'v')",
      "p_concurrency must be a positive integer, got <NULL>"),
     ("reproq.register_worker('w', 'h', 1, '{{q}}', 1, null)", "p_version must not be null"),

@@ -40,12 +40,11 @@ def test_pause_and_resume_upsert_one_row_per_queue(cur):
     assert controls(cur) == [("never-paused", False, at(3)), ("q", False, at(2))]
 
 
-@pytest.mark.parametrize("name", ["", None, "q" * 201])
+@pytest.mark.parametrize("name", ["", None])
 @pytest.mark.parametrize("switch", [queries.pause_queue, queries.resume_queue])
-def test_a_missing_empty_or_overlong_queue_name_is_refused_with_rq003(cur, switch, name):
+def test_a_missing_or_empty_queue_name_is_refused_with_rq003(cur, switch, name):
     """Since 0007 (before, the table refused "" with 23514 and null with 23502)."""
-    with pytest.raises(InvalidArgument,
-                       match="p_queue_name must be a non-empty string of at most 200 characters"):
+    with pytest.raises(InvalidArgument, match="p_queue_name must be a non-empty string"):
         switch(cur, name)
     assert controls(cur) == []
 

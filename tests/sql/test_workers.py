@@ -38,12 +38,14 @@ def test_unregister_removes_only_that_worker(cur):
 @pytest.mark.parametrize(("args", "message"), [
     (("", "h", 1, ["default"], 1, "v"), "p_worker_id must be a non-empty string"),
     (("w", "h", 0, ["default"], 1, "v"), "p_pid must be a positive integer, got 0"),
-    (("w", "h", 1, [], 1, "v"), "p_queues must name at least one queue, and no null"),
-    (("w", "h", 1, ["default", None], 1, "v"), "p_queues must name at least one queue, and no null"),
+    (("w", "h", 1, [], 1, "v"), "p_queues must be a one-dimensional array naming at least"),
+    (("w", "h", 1, ["default", None], 1, "v"), "p_queues must be a one-dimensional array"),
+    (("w", "h", 1, [["a"], ["b"]], 1, "v"), "p_queues must be a one-dimensional array"),
     (("w", "h", 1, ["default"], 0, "v"), "p_concurrency must be a positive integer, got 0"),
 ])
 def test_bad_worker_rows_are_refused_with_rq003(cur, args, message):
-    """Since 0007 the function refuses them itself (before, the table's constraints did, 23514)."""
+    """Since 0007 the function refuses them itself (before, the table's constraints refused the
+    empty id, the pid and the concurrency with 23514, and the queue lists were stored)."""
     with pytest.raises(InvalidArgument, match=re.escape(message)):
         queries.register_worker(cur, *args)
     assert workers(cur) == []
