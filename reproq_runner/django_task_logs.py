@@ -5,15 +5,16 @@ Django's own ``task_started`` and ``task_finished`` receivers log every attempt 
 them (the console handler needs ``DEBUG = True``, the admin mail handler takes ``ERROR`` only),
 yet each is built and offered to every handler: about 37 µs of a no-op task's ≈ 81 µs in a
 child. The runner's forkserver calls :func:`quiet_unheard_task_logs` once, after Django's set-up
-and the import of the task modules, before it forks any child: when it can prove that no INFO record of that logger could reach
-a handler, it raises the logger to ``WARNING``, so ``ERROR`` records (a failed task) still flow
-and the output does not change. Anything it cannot reason about keeps Django's behaviour: a
-handler of any level at or below INFO whose filters are not Django's ``RequireDebugTrue`` /
-``RequireDebugFalse``, a level or a filter set on the logger itself, a logger below it, a
-logger class of one's own, or a logging module patched by another library (error reporters that record every
-record as a breadcrumb do that), or a handler class that replaces how filters are applied.
-Logging configured later, by a module a child imports while it runs tasks, is not seen. Never
-called in a process that runs anything else.
+and the import of the task modules, before it forks any child. When it can prove that no INFO
+record of that logger could reach a handler, it raises the logger to ``WARNING``: ``ERROR``
+records (a failed task) still flow, and the output does not change.
+
+Anything it cannot reason about keeps Django's behaviour: a handler at or below INFO whose
+filters are not Django's ``RequireDebugTrue`` / ``RequireDebugFalse``, or that applies its
+filters its own way; a level or a filter set on the logger itself; a logger below it; a logger
+class of one's own; a logging module patched by another library (error reporters that keep
+every record as a breadcrumb do that). Logging configured later, by a module a child imports
+while it runs tasks, is not seen. Never called in a process that runs anything else.
 """
 
 from __future__ import annotations
@@ -54,9 +55,11 @@ def _has_loggers_below(name: str) -> bool:
 def _record_path_patched() -> bool:
     """Compared by where the code lives: a wrapper made with functools.wraps carries the
     original's name and module, not its code."""
-    return any(getattr(getattr(logging.Logger, method), "__code__", None) is None
-               or getattr(logging.Logger, method).__code__.co_filename != logging.__file__
-               for method in _RECORD_PATH)
+    for name in _RECORD_PATH:
+        code = getattr(getattr(logging.Logger, name), "__code__", None)
+        if code is None or code.co_filename != logging.__file__:
+            return True
+    return False
 
 
 def _info_could_reach_a_handler(logger: logging.Logger) -> bool:
@@ -67,8 +70,8 @@ def _info_could_reach_a_handler(logger: logging.Logger) -> bool:
     while current is not None:
         for handler in current.handlers:
             offered = True
-            # callHandlers applies the handler's level itself; its filters apply only through the
-            # stock Handler.handle and Filterer.filter, which a subclass may replace.
+            # callHandlers applies the handler's level itself; its filters apply only through
+            # the stock Handler.handle and Filterer.filter, which a subclass may replace.
             if handler.level <= logging.INFO and not _filters_refuse_every_record(handler):
                 return True
         if not current.propagate:
