@@ -11,11 +11,10 @@
 --   * backoff_seconds with a null base or cap returned the cap or the uncapped delay, and a
 --     null attempt counted as attempt 1; spec_hash hashed nulls.
 -- Each of these now raises RQ003 (reproq_runner.errors.InvalidArgument) and writes nothing.
--- Three rules are new as well, all RQ003: register_worker refuses an empty p_queues, a null in
+-- Two rules are new as well, both RQ003: register_worker refuses an empty p_queues, a null in
 -- it or a multi-dimensional one (stored before); backoff_seconds refuses a base or cap outside
--- 0 to 31536000 (a negative base gave a negative delay); fail no longer reads a null p_retry
--- as true. register_worker, pause_queue and resume_queue become PL/pgSQL (they were SQL
--- bodies) so that they can raise. Everything else in the bodies is restated unchanged from
+-- 0 to 31536000 (a negative base gave a negative delay). register_worker, pause_queue and
+-- resume_queue become PL/pgSQL (they were SQL bodies) so that they can raise. Everything else in the bodies is restated unchanged from
 -- 0002, 0005 (cancel) and 0006 (heartbeat); the table constraints stay, for writes that do not
 -- go through the functions. Batch functions (complete_many, set_logs_uris, release) are left as
 -- they are: a null array matches no row, as an empty one does.
