@@ -14,10 +14,11 @@
 -- Two rules are new as well, both RQ003: register_worker refuses an empty p_queues, a null in
 -- it or a multi-dimensional one (stored before); backoff_seconds refuses a base or cap outside
 -- 0 to 31536000 (a negative base gave a negative delay). register_worker, pause_queue and
--- resume_queue become PL/pgSQL (they were SQL bodies) so that they can raise. Everything else in the bodies is restated unchanged from
--- 0002, 0005 (cancel) and 0006 (heartbeat); the table constraints stay, for writes that do not
--- go through the functions. Batch functions (complete_many, set_logs_uris, release) are left as
--- they are: a null array matches no row, as an empty one does.
+-- resume_queue become PL/pgSQL (they were SQL bodies) so that they can raise. Everything else
+-- in the bodies is restated unchanged from 0002, 0005 (cancel) and 0006 (heartbeat); the table
+-- constraints stay, for writes that do not go through the functions. Batch functions
+-- (complete_many, set_logs_uris, release) are left as they are: a null array matches no row,
+-- as an empty one does.
 
 create function reproq._raise_lease_lost(p_result_id bigint, p_lease_token uuid) returns void
 language plpgsql
