@@ -80,7 +80,8 @@ class Engine:
                         recorded: Recorded) -> None:
         try:
             status = queries.fail(cursor, task.result_id, task.lease_token,
-                                  queries.without_nul(outcome.error), retry=outcome.retry)
+                                  queries.without_nul(outcome.error),
+                                  retry=_retries(outcome))
         except (LeaseLost, TaskNotFound):
             self._note_lease_lost(task, recorded)
             return
@@ -98,3 +99,9 @@ class Engine:
 
     def set_logs_uris(self, cursor, entries: Sequence[tuple[ClaimedTask, str]]) -> None:
         queries.set_logs_uris(cursor, [(t.result_id, t.lease_token, uri) for t, uri in entries])
+
+
+def _retries(outcome: Failed) -> bool:
+    """``Failed.retry`` as reproq.fail takes it: an executor of its own that left it None
+    meant the default, retry (reproq.fail refuses a null since SQL 0007)."""
+    return True if outcome.retry is None else bool(outcome.retry)

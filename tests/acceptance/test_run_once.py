@@ -17,6 +17,9 @@ class RecordingExecutor:
         if task.args and task.args[0] == "fail":
             return Failed({"exception_class_path": "x.Boom", "message": "boom",
                            "traceback": ""}, retry=False)
+        if task.args and task.args[0] == "unsure":  # retry left None: the default, retry
+            return Failed({"exception_class_path": "x.Boom", "message": "boom",
+                           "traceback": ""}, retry=None)
         if task.args and task.args[0] == "raise":
             raise SystemExit("executor broke its promise")
         return Succeeded(queries.dumps_json({"ok": task.result_id}))
@@ -41,3 +44,12 @@ def test_run_once_respects_max_tasks(conn, cur):
     assert run_once(conn, RecordingExecutor(), max_tasks=2) == 2
     assert sorted(queries.status_counts(cur).items()) == [("READY", 3), ("SUCCESSFUL", 2)]
     assert len(ids) == 5
+
+
+def test_a_failure_whose_retry_an_executor_left_none_is_retried(conn, cur):
+    """reproq.fail refuses a null p_retry since SQL 0007; the engine passes the default."""
+    unsure = enqueue(cur, "echo", ["unsure"])
+    assert run_once(conn, RecordingExecutor(), max_tasks=1) == 1
+    run = queries.get_task_run(cur, unsure)
+    assert (run.status, run.attempts) == ("READY", 1)
+    assert run.errors_json[-1]["message"] == "boom"
