@@ -1375,7 +1375,7 @@ CREATE FUNCTION reproq.spec_hash(p_task_path text, p_queue_name text, p_spec jso
     AS $$
 begin
     if p_task_path is null or p_queue_name is null or p_spec is null then
-        raise exception 'spec_hash needs a task path, a queue name and a spec, none of them null'
+        raise exception 'p_task_path, p_queue_name and p_spec must not be null'
             using errcode = 'RQ003';
     end if;
     return sha256(convert_to(

@@ -47,9 +47,9 @@ NULL_ARGUMENTS = [
     ("reproq.backoff_seconds(1, 'NaN')", "p_base_seconds must be from 0 to 31536000, got NaN"),
     ("reproq.backoff_seconds(1, 2, '-Infinity')",
      "p_cap_seconds must be from 0 to 31536000, got -Infinity"),
-    (f"reproq.spec_hash(null, 'q', {EMPTY_SPEC})", "spec_hash needs a task path, a queue name"),
-    (f"reproq.spec_hash('a.b', null, {EMPTY_SPEC})", "spec_hash needs a task path, a queue name"),
-    ("reproq.spec_hash('a.b', 'q', null)", "spec_hash needs a task path, a queue name"),
+    (f"reproq.spec_hash(null, 'q', {EMPTY_SPEC})", "p_task_path, p_queue_name and p_spec must not"),
+    (f"reproq.spec_hash('a.b', null, {EMPTY_SPEC})", "p_task_path, p_queue_name and p_spec must not"),
+    ("reproq.spec_hash('a.b', 'q', null)", "p_task_path, p_queue_name and p_spec must not"),
 ]
 
 
