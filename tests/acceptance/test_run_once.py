@@ -12,14 +12,15 @@ class RecordingExecutor:
     def setup(self):
         pass
 
+    # First argument -> the retry flag of the failure it returns ("unsure" leaves it None:
+    # the default, retry).
+    FAILURES = {"fail": False, "unsure": None}
+
     def execute(self, task):
         self.seen.append(task.result_id)
-        if task.args and task.args[0] == "fail":
+        if task.args and task.args[0] in self.FAILURES:
             return Failed({"exception_class_path": "x.Boom", "message": "boom",
-                           "traceback": ""}, retry=False)
-        if task.args and task.args[0] == "unsure":  # retry left None: the default, retry
-            return Failed({"exception_class_path": "x.Boom", "message": "boom",
-                           "traceback": ""}, retry=None)
+                           "traceback": ""}, retry=self.FAILURES[task.args[0]])
         if task.args and task.args[0] == "raise":
             raise SystemExit("executor broke its promise")
         return Succeeded(queries.dumps_json({"ok": task.result_id}))
