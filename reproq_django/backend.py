@@ -8,11 +8,12 @@ so it commits or rolls back with the caller's ``transaction.atomic()``. All SQL 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, fields
 from functools import cached_property
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -35,6 +36,7 @@ from reproq_django.results import (
     task_result_from_run,
 )
 from reproq_runner import queries
+from reproq_runner.errors import InvalidArgument, TaskNotFound
 
 logger = logging.getLogger("reproq")
 
@@ -167,6 +169,8 @@ class ReproqBackend(BaseTaskBackend):
         if isinstance(task.run_after, timedelta):
             task = _with_fields(task, run_after=None)
         super().validate_task(task)
+        if isinstance(task.queue_name, str):
+            _storable_text("queue_name", task.queue_name)
         clashing = sorted(set(get_func_args(task.func)) & set(RESERVED_KWARGS))
         if clashing:
             raise InvalidTask(
@@ -226,17 +230,19 @@ class ReproqBackend(BaseTaskBackend):
         run_after = task.run_after
         extra: dict[str, Any] = {}
         if run_after is not None:
-            run_after = extra["run_after"] = _resolve_run_after(run_after)
+            run_after = _resolve_run_after(run_after)
+            extra["run_after"] = _storable_time("run_after", run_after)
         if reserved:
             for name, value in (
                     ("lock_key", _optional_text("lock_key", reserved.get("lock_key"))),
                     ("concurrency_key", _concurrency_key(reserved.get("concurrency_key"),
                                                          args, kwargs)),
-                    ("concurrency_limit", reserved.get("concurrency_limit"))):
+                    ("concurrency_limit", _concurrency_limit(reserved.get("concurrency_limit")))):
                 if value is not None:
                     extra[name] = value
         if config.EXPIRES_IN is not None:
-            extra["expires_at"] = _expires_at(run_after, config.EXPIRES_IN)
+            extra["expires_at"] = _storable_time(
+                "expires_at", _expires_at(run_after, config.EXPIRES_IN))
         return _Prepared(plan, task, encoded, run_after, extra)
 
     def _plan(self, task: Task, config: BackendOptions) -> _Plan:
@@ -288,8 +294,11 @@ class ReproqBackend(BaseTaskBackend):
             for alias in by_alias:
                 stack.enter_context(transaction.atomic(using=alias))
             for alias, indexes in by_alias.items():
-                stored = self._store_on(alias, connections[alias],
-                                        [prepared[i] for i in indexes], config)
+                try:
+                    stored = self._store_on(alias, connections[alias],
+                                            [prepared[i] for i in indexes], config)
+                except InvalidArgument as exc:
+                    raise _numbered_as_called(exc, indexes) from exc
                 for index, result in zip(indexes, stored):
                     results[index] = result
         return results
@@ -363,8 +372,15 @@ class ReproqBackend(BaseTaskBackend):
         stored status after the call."""
         alias, number = parse_result_id(result_id, conf.default_db_alias(),
                                         conf.all_queue_aliases())
-        with connections[alias].cursor() as cursor:
-            return queries.cancel(cursor, number)
+        connection = connections[alias]
+        # Inside the caller's transaction a savepoint keeps it usable if the id is unknown.
+        in_savepoint = (transaction.atomic(using=alias) if _in_transaction(connection)
+                        else nullcontext())
+        try:
+            with in_savepoint, connection.cursor() as cursor:
+                return queries.cancel(cursor, number)
+        except TaskNotFound as exc:
+            raise TaskResultDoesNotExist(str(result_id)) from exc
 
 
 try:
@@ -429,22 +445,80 @@ def _with_fields(task: Task, **changes: Any) -> Task:
     return copy
 
 
-def _resolve_run_after(run_after: datetime | timedelta | None) -> datetime | None:
+def _resolve_run_after(run_after: datetime | timedelta) -> datetime:
     if isinstance(run_after, timedelta):
-        return timezone.now() + run_after
+        try:
+            return timezone.now() + run_after
+        except OverflowError:
+            raise InvalidTask(f"run_after is too far from now: {run_after!r}") from None
     return run_after
 
 
-def _expires_at(run_after: datetime | None, expires_in: timedelta | None) -> datetime | None:
-    if expires_in is None:
-        return None
-    return (run_after or timezone.now()) + expires_in
+def _expires_at(run_after: datetime | None, expires_in: timedelta) -> datetime:
+    try:
+        return (run_after or timezone.now()) + expires_in
+    except OverflowError:
+        raise InvalidTask(f"run_after plus EXPIRES_IN ({expires_in!r}) is past the year 9999"
+                          ) from None
+
+
+_TASK_POSITION = re.compile(r"task (\d+): ")
+
+
+def _numbered_as_called(exc: InvalidArgument, indexes: list[int]) -> InvalidArgument:
+    """``exc`` from one database's share of a bulk enqueue, naming the task by its place in
+    the caller's list (the database numbered its share from 1; a share of one is unnumbered)."""
+    message = str(exc)
+    match = _TASK_POSITION.match(message)
+    if match:
+        position = indexes[int(match[1]) - 1] + 1
+        message = f"task {position}: {message[match.end():]}"
+    elif len(indexes) == 1:
+        message = f"task {indexes[0] + 1}: {message}"
+    return type(exc)(message)
+
+
+# Python's datetime covers years 1 to 9999; a day inside that in UTC, so that every client
+# can read the stored time back in any time zone. reproq.enqueue_one and enqueue_many refuse
+# times outside it too (SQL 0008).
+_EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def _storable_time(name: str, value: datetime) -> datetime:
+    """``value`` as stored: naive times (``USE_TZ = False``) in the default time zone, as
+    Django's connection reads them; refused when outside the range every client can read."""
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value, timezone.get_default_timezone())
+    if not _EARLIEST <= value <= _LATEST:
+        raise InvalidTask(f"{name} must be from 0001-01-02 to 9999-12-30 (UTC), got {value!r}")
+    return value
 
 
 def _optional_text(name: str, value: Any) -> str | None:
-    if value is None or (isinstance(value, str) and value):
+    if value is None:
         return value
+    if isinstance(value, str) and value:
+        return _storable_text(name, value)
     raise InvalidTask(f"{name} must be a non-empty string, got {value!r}")
+
+
+def _storable_text(name: str, value: str) -> str:
+    """``value`` if PostgreSQL's text can hold it: no NUL, no lone surrogate."""
+    if "\x00" in value:
+        raise InvalidTask(f"{name} may not contain NUL (\\x00), got {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidTask(f"{name} may not contain lone surrogates, got {value!r}") from exc
+    return value
+
+
+def _concurrency_limit(limit: Any) -> int | None:
+    if limit is None or _whole(limit, 1, 1_000_000):
+        return limit
+    raise InvalidTask(f"concurrency_limit must be a whole number from 1 to 1000000, got "
+                      f"{limit!r}")
 
 
 def _concurrency_key(key: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:

@@ -102,14 +102,23 @@ def encode(value: Any) -> Any:
 
 def decode(value: Any, *, fetch_models: bool = True) -> Any:
     """The Python value of :func:`encode`'s output. With ``fetch_models=False`` model
-    references stay as their envelope (reading a result must not query every argument)."""
+    references stay as their envelope (reading a result must not query every argument), and so
+    does an envelope :func:`encode` would not have written (stored by psql, say): reading it
+    must not fail. With ``fetch_models=True`` (running the task) such an envelope raises."""
     if isinstance(value, list):
         return [decode(item, fetch_models=fetch_models) for item in value]
     if not isinstance(value, dict):
         return value
     if TYPE_KEY not in value:
         return {key: decode(item, fetch_models=fetch_models) for key, item in value.items()}
-    return _decode_envelope(value, fetch_models)
+    if fetch_models:
+        return _decode_envelope(value, fetch_models)
+    try:
+        return _decode_envelope(value, fetch_models)
+    except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError):
+        # Not one of ours (a psql user's "__reproq__" key, a malformed envelope): a reader
+        # sees it as stored. The runner, which fetches models, refuses it instead.
+        return value
 
 
 def _decode_envelope(envelope: dict, fetch_models: bool) -> Any:

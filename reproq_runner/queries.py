@@ -139,16 +139,25 @@ def _json_positions(cls: type) -> tuple[int, ...]:
 
 
 _JSON_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+_UNESCAPED_JSON_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"),
+                                           ensure_ascii=False)
 
 
 def dumps_json(value: Any) -> str:
-    """JSON text PostgreSQL's jsonb accepts; NaN, Infinity and NUL characters are refused."""
+    """JSON text PostgreSQL's jsonb accepts; NaN, Infinity, NUL characters and lone surrogates
+    are refused."""
     try:
         text = _JSON_ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidSpec(f"value is not storable as JSON: {exc}") from exc
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise InvalidSpec("value is not storable as JSON: strings may not contain NUL (\\x00)")
+    if "\\ud" in text:  # a character outside the BMP, or a lone surrogate jsonb refuses
+        try:
+            _UNESCAPED_JSON_ENCODER.encode(value).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidSpec("value is not storable as JSON: strings may not contain lone "
+                              f"surrogates ({exc.object[exc.start:exc.end]!r})") from exc
     return text
 
 

@@ -840,6 +840,10 @@ declare
     v_field text;
     v_value jsonb;
 begin
+    if p_now not between '0001-01-02 00:00:00+00' and '9999-12-30 23:59:59.999999+00' then
+        raise exception 'p_now must be from 0001-01-02 to 9999-12-30 (UTC), got %', p_now
+            using errcode = 'RQ003';
+    end if;
     -- The JSON shape rules of _enqueue_many_unchecked admit a timestamp such as
     -- "2030-02-30T00:00:00Z" that no timestamptz can hold. So when an item has a timestamp,
     -- read them all first, in a subtransaction that writes nothing: it takes no transaction id,
@@ -850,15 +854,24 @@ begin
         and p_tasks @? '$[*] ? (exists (@.run_after) || exists (@.expires_at))'
     then
         begin
-            perform
-                count((t.item ->> 'run_after')::timestamptz),
-                count((t.item ->> 'expires_at')::timestamptz)
-            from jsonb_array_elements(p_tasks) as t (item);
+            -- 0008: the first time outside what every client can read back, if any.
+            select t.position, f.field, t.item -> f.field
+            into v_position, v_field, v_value
+            from jsonb_array_elements(p_tasks) with ordinality as t (item, position)
+            cross join unnest(array['run_after', 'expires_at']) with ordinality as f (field, n)
+            where (t.item ->> f.field)::timestamptz
+                not between '0001-01-02 00:00:00+00' and '9999-12-30 23:59:59.999999+00'
+            order by t.position, f.n
+            limit 1;
         exception
             -- Whatever failed (a bad timestamp, a time zone name of a value the shape rules
             -- refuse anyway) fails again below, where it is reported.
             when others then v_readable := false;
         end;
+        if v_readable and v_position is not null then
+            raise exception 'task %: % must be from 0001-01-02 to 9999-12-30 (UTC), got %',
+                v_position, v_field, v_value using errcode = 'RQ003';
+        end if;
     end if;
 
     if v_readable then
@@ -923,6 +936,20 @@ begin
     end if;
     if p_dedup is null then
         raise exception 'p_dedup must be true or false' using errcode = 'RQ003';
+    end if;
+    -- 0008: times every client can read back (see the header). A null is not between anything,
+    -- so each check passes it.
+    if p_run_after not between '0001-01-02 00:00:00+00' and '9999-12-30 23:59:59.999999+00' then
+        raise exception 'run_after must be from 0001-01-02 to 9999-12-30 (UTC), got %',
+            p_run_after using errcode = 'RQ003';
+    end if;
+    if p_expires_at not between '0001-01-02 00:00:00+00' and '9999-12-30 23:59:59.999999+00' then
+        raise exception 'expires_at must be from 0001-01-02 to 9999-12-30 (UTC), got %',
+            p_expires_at using errcode = 'RQ003';
+    end if;
+    if p_now not between '0001-01-02 00:00:00+00' and '9999-12-30 23:59:59.999999+00' then
+        raise exception 'p_now must be from 0001-01-02 to 9999-12-30 (UTC), got %', p_now
+            using errcode = 'RQ003';
     end if;
     -- reproq.spec_hash's expression, inline: the call (and its search_path switch) costs more
     -- than the hash.

