@@ -89,6 +89,7 @@ def main(executor_factory: Callable[[], Executor], task_conn, result_conn, gate:
     """Entry point of a child process (started by the supervisor)."""
     _ignore_stop_signals()
     _die_with_parent()
+    _let_go_of_the_forkserver()
     task_fd, result_fd = task_conn.fileno(), result_conn.fileno()
     executor = _set_up(executor_factory, result_fd)
     write_frame(result_fd, Ready(os.getpid()))
@@ -168,6 +169,25 @@ def _ignore_stop_signals() -> None:
     when a child stops (it closes the task pipe, or kills the child)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _let_go_of_the_forkserver() -> None:
+    """Close this child's copy of the pipe that keeps the forkserver alive.
+
+    The forkserver exits when no process holds the write end of that pipe any more; it is
+    meant to be the runner's alone, but CPython hands a copy to each child it forks. Holding
+    it, a busy child would keep the forkserver (and so itself: it dies with its parent) alive
+    after the runner is SIGKILLed, and its task would go on running while its lease runs out
+    and another runner starts it again."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is None:  # not forked by a forkserver (the fork or spawn start method)
+        return
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    server._forkserver_alive_fd = None
 
 
 def _die_with_parent() -> None:

@@ -27,6 +27,16 @@ TCP_DEFAULTS = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval
                 "keepalives_count": "3", "tcp_user_timeout": "60000"}
 
 
+# What makes a call fail whatever it sends, until the database is reachable and writable
+# again: the connection (and the server's state, classes 08, 53, 57: psycopg's
+# OperationalError), and a read-only server (25006: a failover that reached a standby,
+# default_transaction_read_only during maintenance). The call is retried on a new connection
+# after the backoff; what it carried (claimed tasks, finished outcomes) is kept meanwhile.
+# Any other error is about what the call sent.
+UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError,
+               psycopg.errors.ReadOnlySqlTransaction)
+
+
 class Backoff:
     """Capped exponential delays with jitter: 0.1 s, 0.2 s, 0.4 s ... at most ``cap``."""
 
@@ -107,7 +117,7 @@ class Database:
         try:
             with self.connection.cursor() as cursor:
                 return True, action(cursor, *args, **kwargs)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        except UNAVAILABLE as exc:
             self._lost(exc)
             return False, None
 

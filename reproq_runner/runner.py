@@ -219,7 +219,8 @@ class Runner:
     def _start_children(self) -> None:
         if self.config.start_method == "forkserver":
             multiprocessing.set_forkserver_preload(
-                ["reproq_runner.child", *self.config.preload])
+                ["reproq_runner.forkserver_signals", "reproq_runner.child",
+                 *self.config.preload])
         self.supervisor.start()
 
     # -- events -----------------------------------------------------------------------------

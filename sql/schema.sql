@@ -1129,17 +1129,26 @@ begin
 
     update reproq.workers as w set last_seen_at = v_now where w.worker_id = p_worker_id;
 
+    -- 0008: a row another transaction holds locked (a cancel() inside a web request's
+    -- transaction, say) is passed over, not waited for: the runner calls this from the loop
+    -- that supervises its children, which must not stop. It is renewed by a later heartbeat;
+    -- renewal starts with three quarters of the lease left.
     update reproq.task_runs as t
     set leased_until = v_now + make_interval(secs => p_lease_seconds)
-    from unnest(p_result_ids) as h (result_id)
-    -- Only a RUNNING row holds a lease (task_runs_lease_iff_running), so leased_by is the status
-    -- check. Spelling out status = 'RUNNING' as well would let the planner drive the join from
-    -- task_runs_lease_expiry_idx, i.e. from the due leases of every worker, as complete_many
-    -- notes for its own join.
-    where
-        t.result_id = h.result_id
-        and t.leased_by = p_worker_id
-        and t.leased_until <= v_renew_before;
+    -- By primary key, as claim does: a join to the locked rows would let a generic plan scan.
+    where t.result_id = any(array(
+        select l.result_id
+        from reproq.task_runs as l
+        -- Only a RUNNING row holds a lease (task_runs_lease_iff_running), so leased_by is the
+        -- status check. Spelling out status = 'RUNNING' as well would let the planner read
+        -- task_runs_lease_expiry_idx, i.e. the due leases of every worker, as complete_many
+        -- notes for its own join.
+        where
+            l.result_id = any(p_result_ids)
+            and l.leased_by = p_worker_id
+            and l.leased_until <= v_renew_before
+        for update skip locked
+    ));
 
     return query
     select t.result_id

@@ -29,10 +29,12 @@ def task_path(name: str) -> str:
 
 
 class RunnerProcess:
-    def __init__(self, process: subprocess.Popen, log_path: Path, worker_id: str) -> None:
+    def __init__(self, process: subprocess.Popen, log_path: Path, worker_id: str,
+                 own_group: bool = False) -> None:
         self.process = process
         self.log_path = log_path
         self.worker_id = worker_id
+        self.own_group = own_group  # started in a session (and process group) of its own
 
     @property
     def pid(self) -> int:
@@ -54,6 +56,11 @@ class RunnerProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
+        if self.own_group:  # whatever of its group is left
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def runner_env(dsn: str) -> dict[str, str]:
@@ -70,7 +77,8 @@ def start_runner(dsn, tmp_path):
     started: list[RunnerProcess] = []
 
     def _start(*flags: str, worker_id: str | None = None, command: list[str] | None = None,
-               with_dsn: bool = True, env: dict | None = None) -> RunnerProcess:
+               with_dsn: bool = True, env: dict | None = None,
+               own_group: bool = False) -> RunnerProcess:
         worker_id = worker_id or f"runner-{len(started) + 1}"
         log_path = tmp_path / f"{worker_id}.log"
         base = command or [sys.executable, "-m", "reproq_runner", "worker"]
@@ -78,8 +86,9 @@ def start_runner(dsn, tmp_path):
                 "--allowed-task-modules", ALLOWED, "--log-format", "text", *flags]
         with open(log_path, "w") as log_file:
             process = subprocess.Popen(args, cwd=ROOT, env={**runner_env(dsn), **(env or {})},
-                                       stdout=log_file, stderr=subprocess.STDOUT)
-        runner = RunnerProcess(process, log_path, worker_id)
+                                       stdout=log_file, stderr=subprocess.STDOUT,
+                                       start_new_session=own_group)
+        runner = RunnerProcess(process, log_path, worker_id, own_group)
         started.append(runner)
         return runner
 

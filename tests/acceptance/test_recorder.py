@@ -6,7 +6,7 @@ from reproq_runner import queries
 from reproq_runner.engine import Engine
 from reproq_runner.outcome import Failed, Succeeded
 from reproq_runner.recorder import Recorder
-from tests.acceptance.conftest import enqueue
+from tests.acceptance.conftest import enqueue, wait_for
 
 
 def _recorder(dsn: str, engine: Engine) -> tuple[Recorder, int]:
@@ -82,3 +82,29 @@ def test_an_outcome_the_database_refuses_costs_no_other_its_own(dsn, cur):
     assert "could not be stored" in refused["message"]
     [nul] = runs[3].errors_json
     assert (nul["message"], nul["traceback"]) == ("a\\x00b", "line\\x00")
+
+
+def test_outcomes_come_back_unstored_while_the_database_is_read_only(dsn, cur):
+    """A read-only server (a failover that reached a standby, default_transaction_read_only
+    during maintenance) refuses every write whatever it carries: the outcomes are kept and
+    stored once it is writable again, not recorded as unstorable nor dropped (which left a
+    task that had succeeded to run out its lease and end FAILED)."""
+    engine = Engine("recorder-test", ("default",), 60)
+    result_id = enqueue(cur, "echo", [1])
+    [task] = engine.claim(cur, 1)
+    recorder, _ = _recorder(dsn, engine)
+    try:
+        assert recorder.db.ensure_connected()
+        recorder.db.connection.execute("set default_transaction_read_only = on")
+        recorder.submit([(task, Succeeded('"ok"'))])
+        [batch] = recorder.wait(timeout=30)
+        assert batch.recorded == [] and batch.unstored == [(task, Succeeded('"ok"'))]
+        assert queries.get_task_run(cur, result_id).status == "RUNNING"
+        wait_for(recorder.ready, message="the reconnect backoff")  # a new, writable connection
+        recorder.submit(batch.unstored)
+        [batch] = recorder.wait(timeout=30)
+    finally:
+        recorder.close()
+    assert [t.result_id for r in batch.recorded for t in r.succeeded] == [result_id]
+    run = queries.get_task_run(cur, result_id)
+    assert (run.status, run.return_json, run.errors_json) == ("SUCCESSFUL", "ok", [])

@@ -36,6 +36,79 @@ def test_sigkilled_runner_task_is_finished_by_another_runner(cur, start_runner, 
     assert run.errors_json[0]["exception_class_path"] == "reproq.LeaseExpired"
 
 
+def process_gone(pid: int) -> bool:
+    """No such process, or only its zombie (dead, not yet reaped by whoever inherited it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def test_a_sigkilled_runners_busy_children_die_with_it(cur, start_runner, tmp_path):
+    """Else a child would run its task on after the runner is gone, while the lease runs out
+    and another runner starts the task again: twice at once. (Each child held a copy of the
+    pipe whose end tells the forkserver that the runner is gone, so the forkserver, and the
+    children that die with it, lived on.)"""
+    marker = tmp_path / "pid"
+    enqueue(cur, "sleep_writing_pid", [300, str(marker)])
+    runner = start_runner("--concurrency", "2")
+    wait_for(lambda: marker.exists() and marker.read_text() != "", message="task start")
+    child = int(marker.read_text())
+    runner.signal(signal.SIGKILL)
+    runner.wait()
+    wait_for(lambda: process_gone(child), timeout=20,
+             message=f"child {child} to die with its SIGKILLed runner")
+
+
+def test_a_sigterm_to_the_whole_process_group_lets_running_tasks_finish(cur, start_runner,
+                                                                         tmp_path):
+    """systemd's KillMode=control-group, dumb-init and ``kill -TERM -<pgid>`` signal every
+    process of the group: the forkserver must not die of it (its children would die with it)."""
+    marker = tmp_path / "started"
+    result_id = enqueue(cur, "sleep", [2, str(marker)])
+    runner = start_runner("--concurrency", "2", "--shutdown-timeout", "60", own_group=True)
+    wait_for(marker.exists, message="task start")
+    os.killpg(runner.pid, signal.SIGTERM)
+    assert runner.wait() == 0, runner.log()
+    run = queries.get_task_run(cur, result_id)
+    assert (run.status, run.attempts, run.errors_json) == ("SUCCESSFUL", 1, []), runner.log()
+
+
+def last_seen(cur, worker_id: str):
+    cur.execute("select last_seen_at from reproq.workers where worker_id = %s", (worker_id,))
+    return cur.fetchone()[0]
+
+
+def test_a_held_row_locked_by_another_transaction_does_not_stop_the_runner(cur, connect,
+                                                                            start_runner,
+                                                                            tmp_path):
+    """An uncommitted cancel() in a web request holds the row of a running task: the
+    heartbeat passes over it (SQL 0008) instead of stopping the runner's loop, which must go
+    on claiming, running and stopping tasks meanwhile."""
+    marker = tmp_path / "started"
+    held = enqueue(cur, "sleep", [300, str(marker)])
+    runner = start_runner("--concurrency", "2", "--lease-seconds", "6")
+    wait_for(marker.exists, message="task start")
+    other = connect()
+    other.execute("begin")
+    other.execute("select reproq.cancel(%s)", (held,))  # uncommitted: the row stays locked
+    cur.execute("select now() + interval '2 seconds'")
+    later = cur.fetchone()[0]
+    try:
+        # Its lease is due for renewal 1.5 s after the claim, and a heartbeat runs every
+        # second: one that has marked the worker seen 2 s after the lock met the locked row.
+        wait_for(lambda: last_seen(cur, runner.worker_id) > later, timeout=15,
+                 message="a heartbeat that met the locked row and returned")
+        probe = enqueue(cur, "echo", [{"probe": True}])
+        wait_for(lambda: status_of(cur, probe) == "SUCCESSFUL", timeout=15,
+                 message="a task run while a held row is locked")
+    finally:
+        other.execute("commit")
+    wait_for(lambda: status_of(cur, held) == "CANCELLED",
+             message="the cancellation, once committed")
+
+
 def test_sigterm_finishes_short_tasks_and_hands_back_long_ones(cur, start_runner, tmp_path):
     short_marker, long_marker = tmp_path / "short", tmp_path / "long"
     short = enqueue(cur, "sleep", [1, str(short_marker)])

@@ -165,3 +165,22 @@ def test_the_held_form_refuses_a_missing_list_and_writes_nothing(cur):
     assert snapshot(cur) == before
     cur.execute("select last_seen_at from reproq.workers")
     assert cur.fetchone()[0] == T0
+
+
+def test_the_held_form_passes_over_a_row_another_transaction_holds_locked(cur, connect):
+    """Since 0008: a held row locked by another transaction (an uncommitted cancel() in a web
+    request, say) is renewed by a later call instead of stopping this one until that
+    transaction ends; the runner calls heartbeat from the loop that supervises its children."""
+    locked, free = enqueue(cur, [1]), enqueue(cur, [2])
+    queries.claim(cur, "w1", ["default"], 2, 60, now=T0)
+    other = connect()
+    other.execute("begin")
+    other.execute("select 1 from reproq.task_runs where result_id = %s for update", (locked,))
+    try:
+        cur.execute("set statement_timeout = '10s'")  # a regression fails, it does not hang
+        assert queries.heartbeat(cur, "w1", 60, now=at(30), held=[locked, free]) == []
+        assert (run(cur, locked).leased_until, run(cur, free).leased_until) == (at(60), at(90))
+    finally:
+        other.execute("rollback")
+    assert queries.heartbeat(cur, "w1", 60, now=at(31), held=[locked, free]) == []
+    assert (run(cur, locked).leased_until, run(cur, free).leased_until) == (at(91), at(90))

@@ -35,6 +35,15 @@ def sleep(seconds, marker=None):
 
 
 @task
+def sleep_writing_pid(seconds, marker):
+    """Write this process's pid to ``marker`` (the test knows the task started, and in which
+    process), then sleep."""
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return {"slept": seconds}
+
+
+@task
 def sleep_once(seconds, marker):
     """Sleep on the first attempt only (the marker file remembers it), return at once after."""
     if os.path.exists(marker):

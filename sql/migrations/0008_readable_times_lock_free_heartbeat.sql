@@ -1,4 +1,5 @@
--- reproq 0008: enqueue refuses a time that a client could not read back.
+-- reproq 0008: enqueue refuses a time that a client could not read back, and heartbeat does not
+-- wait for a row another transaction holds locked.
 --
 -- PostgreSQL's timestamptz runs from 4713 BC to 294276 AD and has -infinity and infinity;
 -- Python's datetime (and so psycopg, Django and the runner) covers only years 1 to 9999.
@@ -15,6 +16,13 @@
 -- first item and field. Everything else in both bodies is restated unchanged from 0006
 -- (enqueue_one) and 0005 (enqueue_many); CREATE OR REPLACE keeps their comments and
 -- privileges. Other functions' p_now stays a clock for tests and is not checked.
+--
+-- heartbeat (the form with the held ids) waited for a lock on any held row: an uncommitted
+-- reproq.cancel() of a running task in a web request's transaction stopped the runner's loop
+-- (no timeouts enforced, no results read, no signals acted on, no other lease renewed, so
+-- those ran out and other runners started their tasks as well) until that transaction ended.
+-- Now it passes over a locked row (FOR UPDATE SKIP LOCKED) and renews it at a later call;
+-- the body is otherwise restated unchanged from 0007.
 
 create or replace function reproq.enqueue_one(
     p_task_path text,
@@ -204,5 +212,67 @@ begin
     end loop;
     -- Not reached (the cast that failed for the batch fails for its item): PostgreSQL's error.
     raise exception using errcode = v_sqlstate, message = v_message;
+end;
+$$;
+
+
+create or replace function reproq.heartbeat(
+    p_worker_id text,
+    p_result_ids bigint[],
+    p_lease_seconds integer default 60,
+    p_now timestamptz default null
+) returns setof bigint
+language plpgsql
+set search_path = pg_catalog, pg_temp
+-- One primary-key lookup per held id, planned once per session, as complete_many.
+set plan_cache_mode = force_generic_plan
+set enable_seqscan = off
+as $$
+declare
+    v_now timestamptz := coalesce(p_now, now());
+    v_renew_before timestamptz;
+begin
+    if p_worker_id is null or p_worker_id = '' then
+        raise exception 'p_worker_id must be a non-empty string' using errcode = 'RQ003';
+    end if;
+    if p_lease_seconds is null or p_lease_seconds not between 1 and 31536000 then
+        raise exception 'p_lease_seconds must be from 1 to 31536000, got %', p_lease_seconds
+            using errcode = 'RQ003';
+    end if;
+    if p_result_ids is null then
+        raise exception 'p_result_ids must be an array of the ids the worker holds (empty when '
+            'it holds none)' using errcode = 'RQ003';
+    end if;
+    -- Renewed once a quarter of the lease is spent, at most 10 s of it, as the 0005 form.
+    v_renew_before := v_now + make_interval(secs => p_lease_seconds)
+        - make_interval(secs => least(p_lease_seconds / 4.0, 10));
+
+    update reproq.workers as w set last_seen_at = v_now where w.worker_id = p_worker_id;
+
+    -- 0008: a row another transaction holds locked (a cancel() inside a web request's
+    -- transaction, say) is passed over, not waited for: the runner calls this from the loop
+    -- that supervises its children, which must not stop. It is renewed by a later heartbeat;
+    -- renewal starts with three quarters of the lease left.
+    update reproq.task_runs as t
+    set leased_until = v_now + make_interval(secs => p_lease_seconds)
+    -- By primary key, as claim does: a join to the locked rows would let a generic plan scan.
+    where t.result_id = any(array(
+        select l.result_id
+        from reproq.task_runs as l
+        -- Only a RUNNING row holds a lease (task_runs_lease_iff_running), so leased_by is the
+        -- status check. Spelling out status = 'RUNNING' as well would let the planner read
+        -- task_runs_lease_expiry_idx, i.e. the due leases of every worker, as complete_many
+        -- notes for its own join.
+        where
+            l.result_id = any(p_result_ids)
+            and l.leased_by = p_worker_id
+            and l.leased_until <= v_renew_before
+        for update skip locked
+    ));
+
+    return query
+    select t.result_id
+    from reproq.task_runs as t
+    where t.status = 'RUNNING' and t.cancel_requested and t.leased_by = p_worker_id;
 end;
 $$;
