@@ -142,10 +142,18 @@ def _output_to(log_path: str | None) -> Iterator[None]:
     if log_path is None:
         yield
         return
+    try:
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    except OSError as exc:
+        # A full disk or a folder made unwritable must not stop the task (before, the child
+        # died on it, and every task with it): its output goes where the runner's does.
+        print(f"reproq: cannot write the task's log file {log_path} ({exc}); its output "
+              "goes to the runner's instead", file=sys.stderr, flush=True)
+        yield
+        return
     _flush_std_streams()
     saved = os.dup(1), os.dup(2)
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     try:
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)

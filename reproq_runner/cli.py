@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import math
 import os
 import sys
 from importlib import import_module
@@ -59,8 +60,16 @@ def _lease_seconds(text: str) -> int:
 
 def _non_negative_float(text: str) -> float:
     value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    if not value >= 0:  # NaN fails it too; inf waits without end
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """Seconds between two polls: 0 would poll the database without pause."""
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
     return value
 
 
@@ -93,7 +102,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, with_dsn: bool = Tr
                              "they are stopped and handed back (default: 30)")
     parser.add_argument("--no-listen", dest="listen", action="store_false",
                         help="no LISTEN connection: poll only (PgBouncer transaction pooling)")
-    parser.add_argument("--poll-interval", type=_non_negative_float, default=1.0,
+    parser.add_argument("--poll-interval", type=_positive_float, default=1.0,
                         help="seconds between polls for due tasks (default: 1)")
     parser.add_argument("--metrics-addr", default=None, metavar="HOST:PORT",
                         help="serve Prometheus /metrics and /healthz here (env "

@@ -33,7 +33,8 @@ from reproq_runner.outcome import Executor, Outcome
 from reproq_runner.pace import FLUSH_BATCH, Pace
 from reproq_runner.queries import ClaimedTask
 from reproq_runner.recorder import Recorder
-from reproq_runner.supervisor import STOPPED, TIMED_OUT, Child, Finished, Supervisor
+from reproq_runner.supervisor import (STOPPED, TIMED_OUT, Child, ChildExited, Finished,
+                                      Supervisor)
 
 log = logging.getLogger("reproq.runner")
 
@@ -228,6 +229,9 @@ class Runner:
     def _on_event(self, source) -> None:
         if isinstance(source, Child):
             self._collect(self.supervisor.on_readable(source))
+            self._take_back(self.supervisor.take_orphans())
+        elif isinstance(source, ChildExited):
+            self._collect(self.supervisor.on_exited(source.child))
             self._take_back(self.supervisor.take_orphans())
         elif source == "signal":
             self._drain_wakeup_pipe()

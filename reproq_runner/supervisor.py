@@ -97,6 +97,14 @@ class Child:
         return bool(self.assigned) and self.kill_kind is None and now - self.started > stalled_after
 
 
+@dataclass(frozen=True, eq=False)
+class ChildExited:
+    """What the selector reports for a child's process sentinel: readable once the process has
+    exited (see :meth:`Supervisor.on_exited`)."""
+
+    child: Child
+
+
 class Supervisor:
     """A fixed number of children, each running at most one task at a time."""
 
@@ -139,6 +147,7 @@ class Supervisor:
                       gate=gate)
         self.children.append(child)
         self.selector.register(result_fd, selectors.EVENT_READ, child)
+        self.selector.register(process.sentinel, selectors.EVENT_READ, ChildExited(child))
         return child
 
     def close_all(self, timeout: float) -> None:
@@ -339,6 +348,19 @@ class Supervisor:
                 finished.append(record)
         return finished
 
+    def on_exited(self, child: Child) -> list[Finished]:
+        """``child``'s process has exited. Its result pipe usually said so first (end of file),
+        but not while a process the task forked still holds the pipe's write end: then read
+        what the child wrote before it died, and settle its task and replace it now."""
+        if child.exited:
+            return []
+        finished = [record for message in child.reader.read_remaining()
+                    if (record := self._on_message(child, message)) is not None]
+        record = self._on_exit(child)
+        if record is not None:
+            finished.append(record)
+        return finished
+
     def _on_message(self, child: Child, message) -> Finished | None:
         if type(message) is tuple:
             return self._on_done(child, Done.from_wire(message))
@@ -410,10 +432,11 @@ class Supervisor:
         if child.exited:
             return
         child.exited = True
-        try:
-            self.selector.unregister(child.reader.fd)
-        except (KeyError, ValueError):
-            pass
+        for fd in (child.reader.fd, child.process.sentinel):
+            try:
+                self.selector.unregister(fd)
+            except (KeyError, ValueError):
+                pass
         self._close_task_pipe(child)
         os.close(child.reader.fd)
         self.children.remove(child)

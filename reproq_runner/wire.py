@@ -54,6 +54,19 @@ class FrameReader:
         self._buffer += chunk
         return list(self._complete_frames())
 
+    def read_remaining(self) -> list[Any]:
+        """Every complete frame the pipe still holds, read until it is empty (its writer has
+        exited: nothing more is coming from it)."""
+        while not self.closed:
+            try:
+                chunk = os.read(self.fd, _READ_SIZE)
+            except BlockingIOError:
+                break
+            if not chunk:
+                self.closed = True
+            self._buffer += chunk
+        return list(self._complete_frames())
+
     def _complete_frames(self) -> Iterator[Any]:
         buffer = self._buffer
         offset = 0

@@ -107,6 +107,20 @@ def test_manage_py_reproq_worker_uses_django_settings(cur, start_runner):
     assert {status_of(cur, i) for i in ids} == {"SUCCESSFUL"}
 
 
+def test_a_logs_dir_that_cannot_be_written_does_not_stop_the_tasks(cur, start_runner,
+                                                                      tmp_path):
+    """The task runs and its output goes where the runner's does; before, the child died on
+    the error, and every task was recorded as a crash of the process that ran it."""
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    result_id = enqueue(cur, "chatty", ["hello from the task"])
+    runner = start_runner("--burst", "--logs-dir", str(not_a_folder))
+    assert runner.wait() == 0, runner.log()
+    assert status_of(cur, result_id) == "SUCCESSFUL"
+    log = runner.log()
+    assert "cannot write the task's log file" in log and "hello from the task" in log
+
+
 def test_dsn_password_never_logged(start_runner, dsn):
     runner = start_runner("--burst", command=[
         sys.executable, "-m", "reproq_runner", "worker",

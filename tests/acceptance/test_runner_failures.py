@@ -185,6 +185,30 @@ def test_timeout_kills_the_task(cur, start_runner):
     assert_runner_still_works(cur)
 
 
+def test_a_timed_out_task_is_settled_though_a_process_it_forked_holds_its_pipe(
+        cur, start_runner, tmp_path):
+    """The runner learnt that a child died from its result pipe's end of file, which never
+    comes while a process the task forked holds the pipe: the task stayed RUNNING, its child's
+    place was lost, and a stop waited for that process. The child's exit is watched too."""
+    pidfile = tmp_path / "grandchild"
+    result_id = enqueue(cur, "fork_then_sleep", [120, 120, str(pidfile)], timeout_seconds=2,
+                        max_attempts=1)
+    runner = start_runner("--concurrency", "1")
+    try:
+        wait_for(lambda: status_of(cur, result_id) == "FAILED", timeout=30,
+                 message="the timed-out task settled")
+        assert last_error(cur, result_id)["exception_class_path"] == "reproq.TaskTimeout"
+        assert_runner_still_works(cur)  # its only child was replaced
+        runner.signal(signal.SIGTERM)
+        assert runner.wait(30) == 0, runner.log()
+    finally:
+        if pidfile.exists() and pidfile.read_text():
+            try:
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def test_timeout_follows_retry_rules(cur, start_runner):
     result_id = enqueue(cur, "sleep", [600], timeout_seconds=1, max_attempts=2)
     start_runner("--concurrency", "1")

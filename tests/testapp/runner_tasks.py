@@ -44,6 +44,19 @@ def sleep_writing_pid(seconds, marker):
 
 
 @task
+def fork_then_sleep(seconds, grandchild_seconds, pidfile):
+    """Fork a process that keeps every file descriptor (as ``os.fork`` without exec does, the
+    child's result pipe among them) and outlives the task; write its pid to ``pidfile``."""
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(grandchild_seconds)
+        os._exit(0)
+    Path(pidfile).write_text(str(pid))
+    time.sleep(seconds)
+    return "done"
+
+
+@task
 def sleep_once(seconds, marker):
     """Sleep on the first attempt only (the marker file remembers it), return at once after."""
     if os.path.exists(marker):

@@ -138,3 +138,17 @@ def test_a_runner_config_whose_leases_a_heartbeat_could_miss_is_refused():
     assert RunnerConfig(dsn="x", executor_factory=object, lease_seconds=5).lease_seconds == 5
     with pytest.raises(ValueError, match="every 5 s"):
         RunnerConfig(dsn="x", executor_factory=object, lease_seconds=15, heartbeat_interval=5)
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--poll-interval", "0", "must be a number of seconds above 0, got 0"),
+    ("--poll-interval", "nan", "must be a number of seconds above 0, got nan"),
+    ("--shutdown-timeout", "-1", "must be a number of seconds, 0 or more, got -1"),
+    ("--shutdown-timeout", "nan", "must be a number of seconds, 0 or more, got nan"),
+])
+def test_a_duration_the_runner_cannot_use_is_refused(capsys, flag, value, message):
+    """A poll interval of 0 polled the database without pause; NaN passed every check."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["worker", flag, value])
+    assert f"{flag}: {message}" in capsys.readouterr().err
+    assert build_parser().parse_args(["worker", "--poll-interval", "0.01"]).poll_interval == 0.01
