@@ -15,7 +15,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
 from reproq_runner.errors import InvalidSpec, translate
@@ -244,8 +244,17 @@ def task_item(task_path: str, args: Sequence[Any] = (), kwargs: dict[str, Any] |
     item = {"task_path": task_path, "spec": _spec(args, kwargs or {})}
     for name, value in options.items():
         if value is not None:
-            item[name] = value.isoformat() if isinstance(value, datetime) else value
+            item[name] = _iso(value) if isinstance(value, datetime) else value
     return item
+
+
+def _iso(value: datetime) -> str:
+    """An aware time in UTC: a zone's historic offset in seconds ("+05:53:28") is no ISO 8601
+    offset, and enqueue_many would refuse it. A naive one stays without an offset, which
+    enqueue_many refuses (it cannot know the zone)."""
+    if value.utcoffset() is not None:
+        value = value.astimezone(UTC)
+    return value.isoformat()
 
 
 _ONE_TASK_ARGUMENTS = (

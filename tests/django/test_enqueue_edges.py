@@ -4,6 +4,7 @@ written, or stored so that it reads back; found by a review of the backend's edg
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone as fixed_offset
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection, connections, transaction
@@ -101,6 +102,20 @@ def test_a_key_postgresql_text_cannot_hold_is_refused(name, value, how):
 @pytest.mark.parametrize("queue", ["q\x00", "q\udc80"])
 def test_a_queue_name_postgresql_text_cannot_hold_is_refused(queue):
     assert "queue_name" in refused(InvalidTask, lambda: add.using(queue_name=queue).enqueue(1, 1))
+
+
+@pytest.mark.parametrize("queue", ["a,b", " emails", "emails "])
+def test_a_queue_name_no_runner_could_be_told_to_serve_is_refused(queue):
+    assert "--queues" in refused(InvalidTask, lambda: add.using(queue_name=queue).enqueue(1, 1))
+
+
+def test_a_time_in_a_historic_offset_with_seconds_is_bulk_enqueued_as_singly():
+    """Zones had offsets such as +05:53:28 before standard time; JSON carries times in UTC."""
+    when = datetime(1890, 1, 1, 12, tzinfo=ZoneInfo("Asia/Kolkata"))
+    single = add.using(run_after=when).enqueue(1, 1)
+    bulk = default_task_backend.bulk_enqueue([(add.using(run_after=when), (2, 2), {}),
+                                              (add, (3, 3), {})])
+    assert stored(single).run_after == stored(bulk[0]).run_after == when
 
 
 @pytest.mark.parametrize("how", ["single", "bulk"])
