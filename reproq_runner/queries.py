@@ -253,7 +253,10 @@ def _iso(value: datetime) -> str:
     offset, and enqueue_many would refuse it. A naive one stays without an offset, which
     enqueue_many refuses (it cannot know the zone)."""
     if value.utcoffset() is not None:
-        value = value.astimezone(UTC)
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            pass  # past Python's years in UTC: as written, for enqueue_many to refuse (RQ003)
     return value.isoformat()
 
 

@@ -10,6 +10,7 @@ in ``supervisor``.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import selectors
@@ -78,6 +79,10 @@ class RunnerConfig:
     preload: Sequence[str] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
+        for name in ("poll_interval", "heartbeat_interval"):
+            value = getattr(self, name)
+            if not 0 < value < math.inf:  # 0 would call the database without pause
+                raise ValueError(f"{name} must be a number of seconds above 0, got {value}")
         # reproq.heartbeat renews a lease once a quarter of it (at most 10 s) is spent: what is
         # left then must outlast a few heartbeat intervals, or a lease could run out under a
         # task that is still running, and another runner run it too.
@@ -583,6 +588,8 @@ class Runner:
             for key, _ in self.selector.select(0.1):
                 if isinstance(key.data, Child):
                     self._collect(self.supervisor.on_readable(key.data))
+                elif isinstance(key.data, ChildExited):
+                    self._collect(self.supervisor.on_exited(key.data.child))
         self.to_release.extend(self.supervisor.take_orphans())  # queued in killed children
         self._hand_back_buffer()
         self.draining = True

@@ -337,6 +337,10 @@ class Supervisor:
 
     def on_readable(self, child: Child) -> list[Finished]:
         """Read what ``child`` wrote; on end-of-file, settle its task and replace it."""
+        if child.exited:
+            # Settled earlier in the same round of events (its process exit came first): its
+            # pipe is closed, and its file descriptor may already be a replacement's.
+            return []
         finished = []
         for message in child.reader.read_available():
             record = self._on_message(child, message)
@@ -392,6 +396,8 @@ class Supervisor:
         return Finished(task, done.outcome, COMPLETED, done.finished - done.started)
 
     def _on_exit(self, child: Child) -> Finished | None:
+        if child.exited:  # settled already: nothing to settle, nobody to replace
+            return None
         child.process.join(5)
         exitcode = child.process.exitcode
         task, kind = child.current, child.kill_kind

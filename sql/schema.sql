@@ -869,6 +869,10 @@ begin
             when others then v_readable := false;
         end;
         if v_readable and v_position is not null then
+            -- Every other problem of the batch comes first, as for a timestamp that cannot be
+            -- read: _enqueue_many_unchecked reports it. When there is none, the rows it
+            -- inserted are undone with this statement by the error that follows.
+            perform count(*) from reproq._enqueue_many_unchecked(p_tasks, p_dedup, p_now);
             raise exception 'task %: % must be from 0001-01-02 to 9999-12-30 (UTC), got %',
                 v_position, v_field, v_value using errcode = 'RQ003';
         end if;

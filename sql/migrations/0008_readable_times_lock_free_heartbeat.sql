@@ -11,9 +11,9 @@
 --
 -- Now both refuse, with RQ003, a run_after, expires_at or p_now outside 0001-01-02 to
 -- 9999-12-30 in UTC: a day inside Python's range at either end, so that the time can be read
--- back in any time zone. enqueue_many checks this while it reads the items' timestamps (before
--- its other rules, which used to come first only for timestamps it cannot read) and names the
--- first item and field. Everything else in both bodies is restated unchanged from 0006
+-- back in any time zone. enqueue_many checks this while it reads the items' timestamps and, as
+-- for a timestamp it cannot read, reports every other problem of the batch first; then it
+-- names the first item and field. Everything else in both bodies is restated unchanged from 0006
 -- (enqueue_one) and 0005 (enqueue_many); CREATE OR REPLACE keeps their comments and
 -- privileges. Other functions' p_now stays a clock for tests and is not checked.
 --
@@ -171,6 +171,10 @@ begin
             when others then v_readable := false;
         end;
         if v_readable and v_position is not null then
+            -- Every other problem of the batch comes first, as for a timestamp that cannot be
+            -- read: _enqueue_many_unchecked reports it. When there is none, the rows it
+            -- inserted are undone with this statement by the error that follows.
+            perform count(*) from reproq._enqueue_many_unchecked(p_tasks, p_dedup, p_now);
             raise exception 'task %: % must be from 0001-01-02 to 9999-12-30 (UTC), got %',
                 v_position, v_field, v_value using errcode = 'RQ003';
         end if;

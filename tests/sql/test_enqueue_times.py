@@ -6,7 +6,7 @@ PostgreSQL's timestamptz holds -infinity, infinity and years up to 294276; Pytho
 not decode the row and stopped, leaving it RUNNING.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -71,3 +71,30 @@ def test_the_edges_of_the_range_are_stored_and_read_back(cur):
         assert run.run_after == earliest
     task = claim_one(cur, now=T0)
     assert task.run_after == earliest
+
+
+def test_enqueue_many_reports_the_batchs_other_problems_first(cur):
+    """As for a timestamp it cannot read: a time out of range is reported only once the batch
+    has no other problem (and "infinity" is a timestamp of the wrong shape, not of the wrong
+    range)."""
+    items = [{**queries.task_item("app.tasks.t", [1]), "priority": "high"},
+             {**queries.task_item("app.tasks.t", [2]), "run_after": "9999-12-31T12:00:00Z"}]
+    error = refused(cur, "select * from reproq.enqueue_many(%s::jsonb)",
+                    (queries.dumps_json(items),))
+    assert error.diag.message_primary.startswith("task 1: priority, max_attempts, timeout")
+    items = [queries.task_item("app.tasks.t", [1]),
+             {**queries.task_item("app.tasks.t", [2]), "run_after": "infinity"}]
+    error = refused(cur, "select * from reproq.enqueue_many(%s::jsonb)",
+                    (queries.dumps_json(items),))
+    assert error.diag.message_primary.startswith(
+        "task 2: run_after must be an ISO 8601 timestamp")
+
+
+def test_an_aware_time_past_year_9999_in_utc_is_refused_by_sql_not_by_python(cur):
+    """task_item sends aware times in UTC; one that UTC cannot hold goes as written, for
+    enqueue_many to refuse with RQ003 (Python's astimezone would raise OverflowError)."""
+    when = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))
+    item = queries.task_item("app.tasks.t", [1], run_after=when)
+    assert item["run_after"] == "9999-12-31T23:00:00-05:00"
+    with pytest.raises(errors.InvalidArgument, match="task 2: run_after must be from"):
+        queries.enqueue_many(cur, [queries.task_item("app.tasks.t", [0]), item])

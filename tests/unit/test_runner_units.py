@@ -152,3 +152,10 @@ def test_a_duration_the_runner_cannot_use_is_refused(capsys, flag, value, messag
         build_parser().parse_args(["worker", flag, value])
     assert f"{flag}: {message}" in capsys.readouterr().err
     assert build_parser().parse_args(["worker", "--poll-interval", "0.01"]).poll_interval == 0.01
+
+
+@pytest.mark.parametrize("name", ["poll_interval", "heartbeat_interval"])
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf")])
+def test_a_runner_config_with_an_interval_it_cannot_keep_is_refused(name, value):
+    with pytest.raises(ValueError, match=f"{name} must be a number of seconds above 0"):
+        RunnerConfig(dsn="x", executor_factory=object, **{name: value})
