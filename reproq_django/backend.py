@@ -173,8 +173,8 @@ class ReproqBackend(BaseTaskBackend):
             _storable_text("queue_name", task.queue_name)
             if "," in task.queue_name or task.queue_name != task.queue_name.strip():
                 raise InvalidTask(
-                    f"queue_name {task.queue_name!r} has a comma or spaces at an end: a runner's "
-                    "--queues (a comma-separated list) could not name it")
+                    f"queue_name {task.queue_name!r} contains a comma or has spaces at an end: "
+                    "a runner's --queues (a comma-separated list) could not name it")
         clashing = sorted(set(get_func_args(task.func)) & set(RESERVED_KWARGS))
         if clashing:
             raise InvalidTask(

@@ -37,6 +37,13 @@ def _comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _queue_list(text: str) -> list[str]:
+    queues = _comma_list(text)
+    if not queues:
+        raise argparse.ArgumentTypeError(f"must name at least one queue, got {text!r}")
+    return queues
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -78,9 +85,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser, *, with_dsn: bool = Tr
     if with_dsn:
         _add_dsn(parser)
     parser.add_argument("--database", default=None,
-                        help="Django database alias of the queue database (default: "
-                             "'default'); used for the DSN when --dsn is not given")
-    parser.add_argument("--queues", type=_comma_list, default=["default"],
+                        help="Django database alias of the queue database (default: the one "
+                             "the --queues route to); used for the DSN when --dsn is not given")
+    parser.add_argument("--queues", type=_queue_list, default=["default"],
                         help="comma-separated queues to take tasks from (default: default)")
     parser.add_argument("--concurrency", type=_positive_int, default=10,
                         help="child processes, each running one task at a time (default: 10)")
@@ -197,9 +204,13 @@ def _worker(args: argparse.Namespace) -> int:
                   "DJANGO_SETTINGS_MODULE to take the DSN from Django's DATABASES",
                   file=sys.stderr)
             return EXIT_USAGE
-        from reproq_django.cli.worker import dsn_for_alias
+        from reproq_django.cli.worker import dsn_for_alias, queue_database
 
-        dsn = dsn_for_alias(args.database)
+        try:
+            dsn = dsn_for_alias(args.database or queue_database(args.queues))
+        except ValueError as exc:
+            print(f"reproq-runner worker: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     return run_worker(args, dsn)
 
 

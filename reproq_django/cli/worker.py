@@ -42,10 +42,36 @@ def add_arguments(parser):
     add_worker_arguments(parser)
 
 
+def queue_database(queues) -> str:
+    """The alias ``queues`` route to (``REPROQ_QUEUE_DATABASES``, else
+    ``REPROQ_DEFAULT_DB_ALIAS``): the database a runner given no ``--database`` serves.
+    ``ValueError`` when they route to several (one runner serves one database)."""
+    import django
+    from django.apps import apps
+
+    from reproq_django import conf
+
+    if not apps.ready:
+        django.setup()
+    aliases = sorted({conf.database_for_queue(queue) for queue in queues})
+    if len(aliases) > 1:
+        raise ValueError(f"--queues {','.join(queues)} live in several databases "
+                         f"({', '.join(aliases)}): run one worker per database, or name the "
+                         "one to serve with --database")
+    return aliases[0]
+
+
 def handle(command, *, dsn=None, database=None, verbosity=1, **options):
     import argparse
 
+    from django.core.management.base import CommandError
+
     args = argparse.Namespace(database=database, **options)
-    code = run_worker(args, dsn or dsn_for_alias(database))
+    if dsn is None:
+        try:
+            dsn = dsn_for_alias(database or queue_database(options["queues"]))
+        except ValueError as exc:
+            raise CommandError(str(exc), returncode=2) from None  # as a bad flag
+    code = run_worker(args, dsn)
     if code:
         raise SystemExit(code)

@@ -159,3 +159,10 @@ def test_a_duration_the_runner_cannot_use_is_refused(capsys, flag, value, messag
 def test_a_runner_config_with_an_interval_it_cannot_keep_is_refused(name, value):
     with pytest.raises(ValueError, match=f"{name} must be a number of seconds above 0"):
         RunnerConfig(dsn="x", executor_factory=object, **{name: value})
+
+
+def test_an_empty_queue_list_is_refused(capsys):
+    """It passed argparse as [], and the runner exited 1 once register_worker refused it."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["worker", "--queues", " , "])
+    assert "--queues: must name at least one queue, got ' , '" in capsys.readouterr().err

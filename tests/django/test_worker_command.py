@@ -1,0 +1,32 @@
+"""``manage.py reproq worker`` without --dsn or --database serves the database its queues
+route to (before, always the alias ``default``, whatever REPROQ_DEFAULT_DB_ALIAS said)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.test import override_settings
+
+from reproq_django.cli.worker import queue_database
+from tests.acceptance.conftest import ROOT
+
+
+def test_the_queues_name_the_database():
+    assert queue_database(["default"]) == "default"
+    assert queue_database(["remote-a", "remote-b"]) == "queues"  # REPROQ_QUEUE_DATABASES
+    with override_settings(REPROQ_DEFAULT_DB_ALIAS="queues"):
+        assert queue_database(["default"]) == "queues"
+    with pytest.raises(ValueError, match="live in several databases \\(default, queues\\)"):
+        queue_database(["default", "remote-a"])
+
+
+def test_a_worker_whose_queues_live_in_several_databases_is_refused_as_a_bad_flag():
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "reproq", "worker", "--queues", "default,remote-a",
+         "--burst"],
+        cwd=ROOT, env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
+                       "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "run one worker per database" in result.stderr
