@@ -140,10 +140,8 @@ class Runner:
         self._install_signal_handlers()
         self.selector.register(self._wakeup_read, selectors.EVENT_READ, "signal")
         try:
-            if not self._wait_for_database():
+            if not self._start_on_database():
                 return EXIT_ERROR if self.gave_up_on_database else EXIT_OK
-            self._check_schema()
-            self._register(self.db.connection)
             self.db.on_connect = self._register  # again after every reconnect
             self._start_metrics()
             self._start_children()
@@ -200,16 +198,28 @@ class Runner:
         self.health.database_reachable = True
         return True
 
-    def _check_schema(self) -> None:
-        ok, _ = self.db.call(migrate.check_schema)
-        if not ok:
-            raise ConnectionError("the database went away during the schema check")
-        self.health.schema_current = True
+    def _start_on_database(self) -> bool:
+        """Wait for the database, check its schema and register; from the start again if it
+        goes away in between (a restart right after the first connect). False: stopped by a
+        signal, or a --burst runner gave up on the database."""
+        while self._wait_for_database():
+            ok, _ = self.db.call(self._check_schema_and_register)
+            if ok:
+                self.health.schema_current = True
+                return True
+        return False
+
+    def _check_schema_and_register(self, cursor) -> None:
+        migrate.check_schema(cursor)
+        self._register_on(cursor)
 
     def _register(self, connection) -> None:
         with connection.cursor() as cursor:
-            queries.register_worker(cursor, self.worker_id, socket.gethostname(), os.getpid(),
-                                    self.queues, self.config.concurrency, runner_version())
+            self._register_on(cursor)
+
+    def _register_on(self, cursor) -> None:
+        queries.register_worker(cursor, self.worker_id, socket.gethostname(), os.getpid(),
+                                self.queues, self.config.concurrency, runner_version())
 
     def _start_metrics(self) -> None:
         if not self.config.metrics_addr:

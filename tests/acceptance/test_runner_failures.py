@@ -1,6 +1,7 @@
 """Tasks that crash, hang, get cancelled or refused, and runners that get killed or stopped:
 the runner process survives and every task ends in the state the rules give it."""
 
+import functools
 import os
 import signal
 from pathlib import Path
@@ -8,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from reproq_runner import queries
+from reproq_runner.runner import Runner, RunnerConfig
 from tests import pg
+from tests.acceptance.executors import NoopExecutor
 from tests.acceptance.conftest import enqueue, status_of, task_path, wait_for
 
 
@@ -377,3 +380,34 @@ def test_a_burst_runner_does_not_wait_forever_for_a_database_that_is_not_there(s
                           with_dsn=False)
     assert runner.wait(timeout=30) == 1, runner.log()
     assert "unreachable for more than 1 s" in runner.log()
+
+
+def test_a_database_lost_right_after_the_first_connect_is_waited_for(cur, dsn, connect):
+    """The schema check and the registration come right after the first connect; a restart
+    in between made the runner stop (ConnectionError, exit 1) instead of waiting for the
+    database as it does at any other time. In-process runner; the backend it connected to is
+    terminated right after that connect."""
+    result_id = enqueue(cur, "echo", ["after a restart"])
+    killer = connect()
+
+    class RestartAfterTheFirstConnect(Runner):
+        restarted = False
+
+        def _wait_for_database(self) -> bool:
+            connected = super()._wait_for_database()
+            if connected and not self.restarted:
+                self.restarted = True
+                killer.execute("select pg_terminate_backend(%s)",
+                               (self.db.connection.info.backend_pid,))
+            return connected
+
+    runner = RestartAfterTheFirstConnect(RunnerConfig(
+        dsn=dsn, executor_factory=functools.partial(NoopExecutor), concurrency=1, burst=True,
+        listen=False, worker_id="restarted-at-start"))
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert runner.run() == 0
+    finally:
+        for signum, handler in handlers.items():  # the runner installs its own
+            signal.signal(signum, handler)
+    assert runner.restarted and status_of(cur, result_id) == "SUCCESSFUL"
