@@ -169,6 +169,10 @@ class ReproqBackend(BaseTaskBackend):
         if isinstance(task.run_after, timedelta):
             task = _with_fields(task, run_after=None)
         super().validate_task(task)
+        if not _TASK_PATH.match(task.module_path):
+            raise InvalidTask(
+                f"Task path {task.module_path!r} is not a dotted path of ASCII identifiers, "
+                "the only task paths reproq stores (its SQL functions refuse others)")
         if isinstance(task.queue_name, str):
             _storable_text("queue_name", task.queue_name)
             if "," in task.queue_name or task.queue_name != task.queue_name.strip():
@@ -467,6 +471,8 @@ def _expires_at(run_after: datetime | None, expires_in: timedelta) -> datetime:
 
 
 _TASK_POSITION = re.compile(r"task (\d+): ")
+# reproq._task_problem's rule for a task path (RQ001).
+_TASK_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
 
 
 def _numbered_as_called(exc: InvalidArgument, indexes: list[int]) -> InvalidArgument:

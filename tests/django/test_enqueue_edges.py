@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection, connections, transaction
-from django.tasks import default_task_backend
+from django.tasks import default_task_backend, task
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.test import override_settings
 
@@ -102,6 +102,17 @@ def test_a_key_postgresql_text_cannot_hold_is_refused(name, value, how):
 @pytest.mark.parametrize("queue", ["q\x00", "q\udc80"])
 def test_a_queue_name_postgresql_text_cannot_hold_is_refused(queue):
     assert "queue_name" in refused(InvalidTask, lambda: add.using(queue_name=queue).enqueue(1, 1))
+
+
+def test_a_task_in_a_module_named_with_non_ascii_letters_is_refused_when_declared():
+    """Python allows such module names; reproq's SQL functions take ASCII task paths only, so
+    the task is refused at once rather than at every enqueue (InvalidTaskPath)."""
+    def envoyer():
+        pass
+
+    envoyer.__module__, envoyer.__qualname__ = "tests.testapp.tâches", "envoyer"
+    with pytest.raises(InvalidTask, match="not a dotted path of ASCII identifiers"):
+        task(envoyer)
 
 
 @pytest.mark.parametrize("queue", ["a,b", " emails", "emails "])
