@@ -69,7 +69,8 @@ bench: install ## run the benchmark suite (own PostgreSQL, durable settings) and
 
 .PHONY: schema
 schema: install ## regenerate sql/schema.sql from the migrations
-	$(BIN)/python -m reproq_runner dump-schema > sql/schema.sql
+	$(BIN)/python -m reproq_runner dump-schema > sql/schema.sql.tmp  # a failed dump leaves the file as it was
+	mv sql/schema.sql.tmp sql/schema.sql
 
 .PHONY: clean
 clean: ## stop the demo cluster and remove .reproq/ and .venv/

@@ -9,6 +9,7 @@ reproq.E003    the reproq schema is older than the code, or an applied file was 
 reproq.E004    a ReproqBackend is configured but ``reproq_django`` is not in INSTALLED_APPS
 reproq.E005    invalid backend ``OPTIONS``
 reproq.E006    ``REPROQ_QUEUE_DATABASES``/``REPROQ_DEFAULT_DB_ALIAS`` name an unknown alias
+reproq.E007    a ``REPROQ_*`` setting of the wrong type (a string for a list, "false" for False)
 reproq.W001    the reproq schema could not be checked (a database error)
 reproq.W003    the reproq schema is missing or older than the code, and ``migrate`` has reproq
                migrations to apply (a warning, so ``migrate`` itself is not blocked)
@@ -56,6 +57,9 @@ def backend_checks(backend) -> list[checks.CheckMessage]:
 
 @checks.register("reproq")
 def check_queue_databases(app_configs=None, **kwargs):
+    problems = conf.setting_problems()
+    if problems:  # the checks below read these settings
+        return [checks.Error(f"{problem}.", id="reproq.E007") for problem in problems]
     errors = []
     for alias in conf.all_queue_aliases():
         if alias not in connections.settings:

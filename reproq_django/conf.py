@@ -36,12 +36,54 @@ def _forget(*, setting: str, **kwargs) -> None:
 setting_changed.connect(_forget, dispatch_uid="reproq_django.conf._forget")
 
 
+def _problem_of(name: str) -> str | None:
+    """What is wrong with the REPROQ_* setting ``name``'s type, or None (unset is fine)."""
+    value = getattr(settings, name, None)
+    if value is None:
+        return None
+    match name:
+        case "REPROQ_ALLOWED_TASK_MODULES":
+            fine = isinstance(value, list | tuple) and all(isinstance(m, str) and m
+                                                           for m in value)
+            rule = "a list of module paths"
+        case "REPROQ_QUEUE_DATABASES":
+            fine = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in value.items())
+            rule = "a dict of queue name (or glob) to database alias"
+        case "REPROQ_DEFAULT_DB_ALIAS":
+            fine, rule = isinstance(value, str), "a database alias"
+        case _:  # REPROQ_RESULT_ID_WITH_ALIAS
+            fine, rule = isinstance(value, bool), "True, False or None"
+    return None if fine else f"{name} must be {rule}, got {value!r}"
+
+
+_TYPED_SETTINGS = ("REPROQ_ALLOWED_TASK_MODULES", "REPROQ_QUEUE_DATABASES",
+                   "REPROQ_DEFAULT_DB_ALIAS", "REPROQ_RESULT_ID_WITH_ALIAS")
+
+
+def setting_problems() -> list[str]:
+    """REPROQ_* settings of the wrong type (``manage.py check`` reports them as reproq.E007;
+    using one raises ImproperlyConfigured): a string where a list belongs would otherwise be
+    read as its characters, a non-empty string as True."""
+    return [problem for name in _TYPED_SETTINGS if (problem := _problem_of(name))]
+
+
+def _valid(name: str):
+    """The setting ``name``, or ImproperlyConfigured when its type is wrong."""
+    problem = _problem_of(name)
+    if problem:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(problem)
+    return getattr(settings, name, None)
+
+
 def queue_databases() -> dict[str, str]:
-    return dict(getattr(settings, "REPROQ_QUEUE_DATABASES", None) or {})
+    return dict(_valid("REPROQ_QUEUE_DATABASES") or {})
 
 
 def default_db_alias() -> str:
-    return getattr(settings, "REPROQ_DEFAULT_DB_ALIAS", None) or DEFAULT_DB_ALIAS
+    return _valid("REPROQ_DEFAULT_DB_ALIAS") or DEFAULT_DB_ALIAS
 
 
 def database_for_queue(queue_name: str) -> str:
@@ -86,15 +128,15 @@ def result_id_with_alias() -> bool:
 
 
 def _result_id_with_alias() -> bool:
-    configured = getattr(settings, "REPROQ_RESULT_ID_WITH_ALIAS", None)
+    configured = _valid("REPROQ_RESULT_ID_WITH_ALIAS")
     if configured is None:
         return len(all_queue_aliases()) > 1
-    return bool(configured)
+    return configured
 
 
 def allowed_task_modules() -> tuple[str, ...]:
     """Configured task-path prefixes, or every installed app's ``tasks`` module."""
-    configured = getattr(settings, "REPROQ_ALLOWED_TASK_MODULES", None)
+    configured = _valid("REPROQ_ALLOWED_TASK_MODULES")  # a string would allow its letters
     if configured is not None:
         return tuple(configured)
     return installed_task_modules()

@@ -13,6 +13,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from psycopg.conninfo import make_conninfo
+
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",
                      "/usr/lib/postgresql/17/bin")
 
@@ -73,7 +75,9 @@ class EmbeddedPostgres:
         return _server_user() or pwd.getpwuid(os.geteuid()).pw_name
 
     def dsn(self, dbname: str = "postgres") -> str:
-        return f"host={self.socket_dir} port={self.port} dbname={dbname} user={self.user}"
+        # make_conninfo quotes what needs it (a socket folder with a space in its path).
+        return make_conninfo(host=str(self.socket_dir), port=self.port, dbname=dbname,
+                             user=self.user)
 
     def _run(self, *args: str) -> subprocess.CompletedProcess:
         result = subprocess.run(self._command(*args), capture_output=True, text=True,

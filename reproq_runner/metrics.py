@@ -138,9 +138,19 @@ def parse_addr(addr: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+# A client that connects and sends nothing (or trickles) is dropped after this long, and at
+# most this many connections are served at once (a thread each); the others are closed at once.
+# Without them idle connections held a thread and a file descriptor each, forever, until the
+# runner could open neither pipes nor database connections.
+REQUEST_TIMEOUT_SECONDS = 10.0
+MAX_CONNECTIONS = 16
+
+
 def make_handler(registry: CollectorRegistry, health: Health, policy: AccessPolicy,
                  extra: Callable[[], dict] | None = None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = REQUEST_TIMEOUT_SECONDS
+
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             refusal = policy.refusal(self.client_address[0], self.headers.get("Authorization"))
             if refusal is not None:
@@ -175,18 +185,43 @@ def make_handler(registry: CollectorRegistry, health: Health, policy: AccessPoli
     return Handler
 
 
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them."""
+
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)  # full: closed at once, no thread
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 class MetricsServer:
     """The HTTP endpoint, in a daemon thread of the runner process."""
 
     def __init__(self, addr: str, registry: CollectorRegistry, health: Health,
                  policy: AccessPolicy, extra: Callable[[], dict] | None = None) -> None:
         host, port = parse_addr(addr)
-        server_class = ThreadingHTTPServer
+        server_class = _BoundedHTTPServer
         if ":" in host:
-            server_class = type("V6Server", (ThreadingHTTPServer,),
+            server_class = type("V6Server", (_BoundedHTTPServer,),
                                 {"address_family": socket.AF_INET6})
         self.server = server_class((host, port), make_handler(registry, health, policy, extra))
-        self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="reproq-metrics",
                                        daemon=True)
 

@@ -132,3 +132,27 @@ class TestAdmin:
     def test_workers_and_queue_controls_pages(self, client):
         assert client.get("/admin/reproq_django/worker/").status_code == 200
         assert client.get("/admin/reproq_django/queuecontrol/").status_code == 200
+
+
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("REPROQ_ALLOWED_TASK_MODULES", "myapp.tasks", "REPROQ_ALLOWED_TASK_MODULES must be a list"),
+    ("REPROQ_ALLOWED_TASK_MODULES", ["myapp.tasks", ""], "REPROQ_ALLOWED_TASK_MODULES must be"),
+    ("REPROQ_QUEUE_DATABASES", ["default"], "REPROQ_QUEUE_DATABASES must be a dict"),
+    ("REPROQ_DEFAULT_DB_ALIAS", 1, "REPROQ_DEFAULT_DB_ALIAS must be a database alias"),
+    ("REPROQ_RESULT_ID_WITH_ALIAS", "false", "REPROQ_RESULT_ID_WITH_ALIAS must be True, False"),
+])
+def test_a_reproq_setting_of_the_wrong_type_is_an_error_and_never_used(setting, value, message):
+    """A string allow-list was read as its characters (``"reproq_django"`` allowed
+    ``r.evil``), ``"false"`` as True, and a list of queue databases crashed the checks."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from reproq_django import conf
+    from reproq_django.checks import check_queue_databases
+
+    with override_settings(**{setting: value}):
+        [error] = check_queue_databases()
+        assert error.id == "reproq.E007" and error.msg.startswith(message)
+        with pytest.raises(ImproperlyConfigured, match=message):
+            conf.allowed_task_modules()
+            conf.all_queue_aliases()
+            conf.result_id_with_alias()

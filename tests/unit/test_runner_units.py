@@ -166,3 +166,30 @@ def test_an_empty_queue_list_is_refused(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["worker", "--queues", " , "])
     assert "--queues: must name at least one queue, got ' , '" in capsys.readouterr().err
+
+
+def test_idle_metrics_connections_are_dropped_and_bounded(monkeypatch):
+    """A client that connected and sent nothing held a thread and a file descriptor forever:
+    enough of them and the runner could open neither pipes nor database connections."""
+    import socket
+
+    from prometheus_client import CollectorRegistry
+
+    from reproq_runner import metrics
+
+    monkeypatch.setattr(metrics, "REQUEST_TIMEOUT_SECONDS", 0.5)
+    server = metrics.MetricsServer("127.0.0.1:0", CollectorRegistry(), metrics.Health(),
+                                   AccessPolicy.from_settings("t0ken", None))
+    server.start()
+    idle = []
+    try:
+        for _ in range(metrics.MAX_CONNECTIONS + 4):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            idle.append(sock)
+        # Past the bound: closed at once. Within it: closed once the timeout passes.
+        for sock in idle:
+            assert sock.recv(1) == b""
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()
