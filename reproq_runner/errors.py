@@ -65,6 +65,11 @@ class MigrationChecksumMismatch(SchemaError):
     """An applied migration file's recorded checksum differs from the file shipped now."""
 
 
+class ConcurrentApplier(SchemaError):
+    """Another applier migrated the database while this one waited, in a transaction whose
+    snapshot cannot see that work (above READ COMMITTED): run it again."""
+
+
 BY_SQLSTATE: dict[str, type[ReproqError]] = {
     cls.sqlstate: cls
     for cls in (InvalidTaskPath, InvalidSpec, InvalidArgument, TaskNotFound, LeaseLost,

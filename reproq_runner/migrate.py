@@ -14,7 +14,8 @@ from functools import cache
 from pathlib import Path
 
 from reproq_runner import queries
-from reproq_runner.errors import MigrationChecksumMismatch, SchemaError, SchemaOutdated
+from reproq_runner.errors import (ConcurrentApplier, MigrationChecksumMismatch, SchemaError,
+                                  SchemaOutdated)
 
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -81,8 +82,19 @@ def apply_migrations(cursor, up_to: int | None = None) -> list[Migration]:
 
     Holds a transaction-scoped advisory lock, so concurrent appliers queue up and the later
     ones find nothing to do. Returns the migrations applied by this call.
+
+    A transaction above READ COMMITTED reads one snapshot, taken by its first statement: one
+    that waited for another applier cannot see that applier's work, and is refused with
+    :class:`ConcurrentApplier` (run it again) instead of applying the same files twice.
     """
-    queries.lock_migrations(cursor)
+    if not queries.try_lock_migrations(cursor):
+        queries.lock_migrations(cursor)  # another applier is at work: wait for it
+        isolation = queries.transaction_isolation(cursor)
+        if isolation != "read committed":
+            raise ConcurrentApplier(
+                "another applier migrated this database while this one waited, and this "
+                f"transaction ({isolation}) cannot see its work: run this again (or migrate "
+                "under READ COMMITTED, as reproq-runner migrate does)")
     queries.ensure_migration_table(cursor)
     applied = queries.applied_migrations(cursor)
     _check_checksums(applied)
@@ -99,8 +111,11 @@ def migrate_dsn(dsn: str, up_to: int | None = None) -> list[Migration]:
     """Apply pending migrations to the database at ``dsn`` in one transaction."""
     import psycopg
 
-    with psycopg.connect(dsn) as conn, conn.cursor() as cursor:
-        return apply_migrations(cursor, up_to)
+    with psycopg.connect(dsn) as conn:
+        # Whatever the database's default: an applier that waits for another must see its work.
+        conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+        with conn.cursor() as cursor:
+            return apply_migrations(cursor, up_to)
 
 
 def check_schema(cursor) -> None:

@@ -486,6 +486,16 @@ def lock_migrations(cursor) -> None:
     _execute(cursor, "select pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
 
 
+def try_lock_migrations(cursor) -> bool:
+    """:func:`lock_migrations` if no other applier holds the lock now; False otherwise."""
+    return _scalar(cursor, "select pg_try_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+
+
+def transaction_isolation(cursor) -> str:
+    """The current transaction's isolation level, as PostgreSQL names it ("read committed")."""
+    return _scalar(cursor, "select current_setting('transaction_isolation')")
+
+
 def ensure_migration_table(cursor) -> None:
     _execute(cursor, "create schema if not exists reproq")
     _execute(cursor, "comment on schema reproq is"

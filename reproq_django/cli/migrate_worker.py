@@ -1,7 +1,9 @@
 """Apply reproq's SQL migrations to a queue database (same applier as `manage.py migrate`)."""
 
+from django.core.management.base import CommandError
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
+from reproq_runner.errors import ReproqError
 from reproq_runner.migrate import apply_migrations
 
 # It fixes what the schema checks report, so they must not stop it.
@@ -14,8 +16,11 @@ def add_arguments(parser):
 
 
 def handle(command, *, database, verbosity=1, **_options):
-    with transaction.atomic(using=database), connections[database].cursor() as cursor:
-        applied = apply_migrations(cursor)
+    try:
+        with transaction.atomic(using=database), connections[database].cursor() as cursor:
+            applied = apply_migrations(cursor)
+    except ReproqError as exc:  # an edited file, another applier: a message, not a traceback
+        raise CommandError(str(exc)) from exc
     if verbosity:
         if applied:
             for migration in applied:

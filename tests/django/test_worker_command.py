@@ -30,3 +30,16 @@ def test_a_worker_whose_queues_live_in_several_databases_is_refused_as_a_bad_fla
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "run one worker per database" in result.stderr
+
+
+@pytest.mark.django_db
+def test_migrate_worker_reports_an_edited_migration_as_a_message_not_a_traceback():
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # undone with the test's transaction
+        cursor.execute("update reproq.schema_migrations set checksum = repeat('0', 64)"
+                       " where version = 1")
+    with pytest.raises(CommandError, match="0001_create_schema.sql"):
+        call_command("reproq", "migrate-worker", verbosity=0)

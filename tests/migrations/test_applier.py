@@ -6,6 +6,7 @@ import pytest
 from reproq_runner import migrate
 from reproq_runner.errors import MigrationChecksumMismatch, SchemaOutdated
 from tests.migrations.helpers import ROOT, dump, recorded, run
+from tests.waiting import wait_for
 
 EVERY_VERSION = [m.version for m in migrate.available_migrations()]
 
@@ -108,3 +109,47 @@ def test_0005_takes_tasks_already_being_cancelled_out_of_deduplication(empty_dsn
         migrate.migrate_dsn(empty_dsn)
         rows = conn.execute("select result_id, dedup from reproq.task_runs order by result_id")
         assert rows.fetchall() == [(doomed, False), (kept, True)]
+
+
+def test_an_applier_that_waited_above_read_committed_is_refused_not_run_twice(empty_dsn):
+    """Under REPEATABLE READ (a database default, or Django's OPTIONS["isolation_level"]) the
+    snapshot is taken before the lock is granted: the applier that waited could not see the
+    other's work and applied 0001 again (DuplicateTable). It now says to run it again; and
+    reproq-runner migrate runs under READ COMMITTED whatever the database's default."""
+    import threading
+
+    from reproq_runner.errors import ConcurrentApplier
+
+    with psycopg.connect(empty_dsn, autocommit=True) as admin:
+        name = admin.info.dbname
+        admin.execute(f"alter database {name} set default_transaction_isolation = "
+                      "'repeatable read'")
+    outcome = {}
+    with psycopg.connect(empty_dsn) as first:
+        with first.cursor() as cursor:
+            migrate.apply_migrations(cursor)  # holds the lock until `first` commits
+
+            def second_applier():
+                with psycopg.connect(empty_dsn) as second, second.cursor() as cursor:
+                    outcome["isolation"] = second.execute(
+                        "show transaction_isolation").fetchone()[0]
+                    second.rollback()
+                    try:
+                        migrate.apply_migrations(cursor)
+                    except Exception as exc:  # noqa: BLE001 - the test reports it
+                        outcome["error"] = exc
+
+            thread = threading.Thread(target=second_applier)
+            thread.start()
+            wait_for(lambda: lock_waiters(empty_dsn) == 1, message="the second applier waits")
+        first.commit()
+    thread.join(30)
+    assert outcome["isolation"] == "repeatable read"
+    assert isinstance(outcome["error"], ConcurrentApplier), outcome
+    assert migrate.migrate_dsn(empty_dsn) == []  # the CLI's path: READ COMMITTED, up to date
+
+
+def lock_waiters(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute("select count(*) from pg_locks where locktype = 'advisory'"
+                            " and not granted").fetchone()[0]
