@@ -5,11 +5,12 @@ id             problem
 =============  ==============================================================================
 reproq.E001    a queue database is not PostgreSQL
 reproq.E002    the reproq schema is missing from a queue database   (``--database`` checks)
-reproq.E003    the reproq schema is older than the code, or an applied file was edited
+reproq.E003    the reproq schema is older than the code
 reproq.E004    a ReproqBackend is configured but ``reproq_django`` is not in INSTALLED_APPS
 reproq.E005    invalid backend ``OPTIONS``
 reproq.E006    ``REPROQ_QUEUE_DATABASES``/``REPROQ_DEFAULT_DB_ALIAS`` name an unknown alias
 reproq.E007    a ``REPROQ_*`` setting of the wrong type (a string for a list, "false" for False)
+reproq.E008    an applied migration file was edited (no applier can fix it, so never W003)
 reproq.W001    the reproq schema could not be checked (a database error)
 reproq.W003    the reproq schema is missing or older than the code, and ``migrate`` has reproq
                migrations to apply (a warning, so ``migrate`` itself is not blocked)
@@ -30,7 +31,7 @@ from django.db.utils import DatabaseError
 
 from reproq_django import conf
 from reproq_runner import migrate, queries
-from reproq_runner.errors import SchemaError
+from reproq_runner.errors import MigrationChecksumMismatch, SchemaError
 
 
 def fix_command(alias: str) -> str:
@@ -124,6 +125,11 @@ def _schema_problems(alias: str) -> list[checks.CheckMessage]:
                          f"--database {alias})",
                     id="reproq.E002")]
             migrate.check_schema(cursor)
+    except MigrationChecksumMismatch as exc:  # no applier fixes this one
+        return [checks.Error(f"database {alias!r}: {exc}",
+                             hint="Restore the file as it was released; write a new numbered "
+                                  "migration for any change.",
+                             id="reproq.E008")]
     except SchemaError as exc:
         return [checks.Error(f"database {alias!r}: {exc}", hint=f"Run: {fix_command(alias)}",
                              id="reproq.E003")]

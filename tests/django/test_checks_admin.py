@@ -60,6 +60,21 @@ def test_an_outdated_schema_is_e003(monkeypatch):
 
 
 @pytest.mark.django_db
+def test_an_edited_migration_is_e008_even_while_migrate_has_migrations_to_apply(monkeypatch):
+    """It was W003 then ("`migrate` will create or update it"), with the migrate-worker hint,
+    though no applier can fix an edited file."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # undone with the test's transaction
+        cursor.execute("update reproq.schema_migrations set checksum = repeat('0', 64)"
+                       " where version = 1")
+    monkeypatch.setattr(checks, "_django_migrations_pending", lambda alias: True)
+    [error] = checks.check_schema(databases=["default"])
+    assert error.id == "reproq.E008" and error.is_serious()
+    assert "0001_create_schema.sql" in error.msg and "Restore the file" in error.hint
+
+
+@pytest.mark.django_db
 def test_a_current_schema_passes():
     assert checks.check_schema(databases=["default"]) == []
 
