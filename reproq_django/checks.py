@@ -14,6 +14,8 @@ reproq.E008    an applied migration file was edited (no applier can fix it, so n
 reproq.W001    the reproq schema could not be checked (a database error)
 reproq.W003    the reproq schema is missing or older than the code, and ``migrate`` has reproq
                migrations to apply (a warning, so ``migrate`` itself is not blocked)
+reproq.W004    a queue database other than ``default`` and no ``ReproqRouter`` in
+               ``DATABASE_ROUTERS``: ``migrate`` would not create the queue there
 reproq.W002    several queue databases but ``REPROQ_RESULT_ID_WITH_ALIAS = False``: results of
                queues outside the default database cannot be looked up by id
 =============  ==============================================================================
@@ -26,12 +28,27 @@ from __future__ import annotations
 
 from django.apps import apps
 from django.core import checks
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.utils import DatabaseError
 
 from reproq_django import conf
 from reproq_runner import migrate, queries
 from reproq_runner.errors import MigrationChecksumMismatch, SchemaError
+
+
+ROUTER = "reproq_django.db_router.ReproqRouter"
+
+
+def _routes_reproq() -> bool:
+    from django.conf import settings
+
+    for router in getattr(settings, "DATABASE_ROUTERS", ()):
+        path = router if isinstance(router, str) else (
+            f"{type(router).__module__}.{type(router).__qualname__}"
+            if not isinstance(router, type) else f"{router.__module__}.{router.__qualname__}")
+        if path == ROUTER:
+            return True
+    return False
 
 
 def fix_command(alias: str) -> str:
@@ -74,6 +91,15 @@ def check_queue_databases(app_configs=None, **kwargs):
                 "queue is PostgreSQL.",
                 hint="Point it at a PostgreSQL database (ENGINE django.db.backends.postgresql).",
                 id="reproq.E001"))
+    elsewhere = [alias for alias in conf.all_queue_aliases() if alias != DEFAULT_DB_ALIAS]
+    if elsewhere and not _routes_reproq():
+        errors.append(checks.Warning(
+            f"reproq queue database(s) {', '.join(map(repr, elsewhere))} are not 'default', "
+            "but DATABASE_ROUTERS lacks ReproqRouter: `migrate` would create the queue in "
+            "'default' and not in them.",
+            hint=f"Add {ROUTER!r} to DATABASE_ROUTERS (or a router of your own that sends "
+                 "reproq_django's migrations there).",
+            id="reproq.W004"))
     if len(conf.all_queue_aliases()) > 1 and not conf.result_id_with_alias():
         errors.append(checks.Warning(
             "several reproq queue databases are configured but REPROQ_RESULT_ID_WITH_ALIAS "

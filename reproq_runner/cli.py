@@ -15,8 +15,11 @@ import sys
 from importlib import import_module
 from pathlib import Path
 
+import psycopg
+
 from reproq_runner import migrate
 from reproq_runner.errors import ReproqError, SchemaError
+from reproq_runner.logs import password_of, redact_text
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -181,7 +184,7 @@ def _forkserver_preload(executor: str) -> tuple[str, ...]:
 
 def run_worker(args: argparse.Namespace, dsn: str) -> int:
     """Run the supervising runner until it stops; returns the process exit code."""
-    from reproq_runner.logs import configure_logging, password_of
+    from reproq_runner.logs import configure_logging
     from reproq_runner.runner import Runner
     from reproq_runner.supervisor import ChildSetupError
 
@@ -242,4 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except ReproqError as exc:
         print(f"reproq-runner {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.OperationalError as exc:  # `migrate` and `dump-schema` connect once
+        print(f"reproq-runner {args.command}: cannot use the database: "
+              f"{redact_text(str(exc).strip(), password_of(getattr(args, 'dsn', '') or ''))}",
+              file=sys.stderr)
         return 1

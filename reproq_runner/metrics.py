@@ -104,7 +104,8 @@ class AccessPolicy:
         if isinstance(cidrs, str):
             cidrs = [c for c in (part.strip() for part in cidrs.split(",")) if c]
         networks = tuple(ipaddress.ip_network(c, strict=False) for c in (cidrs or ()))
-        return cls(token or None, networks)
+        # A presented token is stripped; so is the configured one (an env file's newline).
+        return cls((token or "").strip() or None, networks)
 
     def refusal(self, client_ip: str, authorization: str | None) -> int | None:
         """HTTP status refusing the request (403 wrong network, 401 bad token), or None."""

@@ -171,3 +171,13 @@ def test_a_reproq_setting_of_the_wrong_type_is_an_error_and_never_used(setting, 
             conf.allowed_task_modules()
             conf.all_queue_aliases()
             conf.result_id_with_alias()
+
+
+def test_a_queue_database_other_than_default_without_the_router_is_w004():
+    """Without ReproqRouter Django's migrate created the queue in 'default' (failing there on
+    SQLite) and never in the queue database."""
+    with override_settings(DATABASE_ROUTERS=[]):
+        assert "reproq.W004" in ids(checks.check_queue_databases())  # tests: "remote-*" → queues
+    assert "reproq.W004" not in ids(checks.check_queue_databases())
+    with override_settings(DATABASE_ROUTERS=[ReproqRouter()]):
+        assert "reproq.W004" not in ids(checks.check_queue_databases())

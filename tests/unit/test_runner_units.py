@@ -193,3 +193,24 @@ def test_idle_metrics_connections_are_dropped_and_bounded(monkeypatch):
         for sock in idle:
             sock.close()
         server.stop()
+
+
+def test_a_configured_token_with_surrounding_spaces_still_matches():
+    """The presented token is stripped; a configured one from an env file with a newline
+    never matched."""
+    policy = AccessPolicy.from_settings(" t0ken\n", None)
+    assert policy.refusal("127.0.0.1", "Bearer t0ken") is None
+    assert policy.refusal("127.0.0.1", "Bearer other") == 401
+
+
+def test_migrate_reports_an_unreachable_database_without_a_traceback():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "reproq_runner", "migrate", "--dsn",
+         "host=/nonexistent-socket-dir dbname=x user=u password=s3cret connect_timeout=1"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "reproq-runner migrate: cannot use the database:" in result.stderr
+    assert "Traceback" not in result.stderr and "s3cret" not in result.stderr
