@@ -185,6 +185,7 @@ def _forkserver_preload(executor: str) -> tuple[str, ...]:
 def run_worker(args: argparse.Namespace, dsn: str) -> int:
     """Run the supervising runner until it stops; returns the process exit code."""
     from reproq_runner.logs import configure_logging
+    from reproq_runner.metrics import MetricsSettingError
     from reproq_runner.runner import Runner
     from reproq_runner.supervisor import ChildSetupError
 
@@ -197,6 +198,9 @@ def run_worker(args: argparse.Namespace, dsn: str) -> int:
     except ChildSetupError as exc:
         log.error("%s", exc)
         return EXIT_ERROR
+    except MetricsSettingError as exc:
+        log.error("refusing to start: %s", exc)
+        return EXIT_USAGE
 
 
 def _worker(args: argparse.Namespace) -> int:

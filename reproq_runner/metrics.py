@@ -94,6 +94,10 @@ class Health:
         return self.database_reachable and self.schema_current
 
 
+class MetricsSettingError(ValueError):
+    """``--metrics-addr``, ``METRICS_ALLOW_CIDRS``: a value the endpoint cannot use."""
+
+
 @dataclass(frozen=True)
 class AccessPolicy:
     token: str | None = None
@@ -103,7 +107,10 @@ class AccessPolicy:
     def from_settings(cls, token: str | None, cidrs: str | Sequence[str] | None) -> AccessPolicy:
         if isinstance(cidrs, str):
             cidrs = [c for c in (part.strip() for part in cidrs.split(",")) if c]
-        networks = tuple(ipaddress.ip_network(c, strict=False) for c in (cidrs or ()))
+        try:
+            networks = tuple(ipaddress.ip_network(c, strict=False) for c in (cidrs or ()))
+        except ValueError as exc:
+            raise MetricsSettingError(f"METRICS_ALLOW_CIDRS: {exc}") from None
         # A presented token is stripped; so is the configured one (an env file's newline).
         return cls((token or "").strip() or None, networks)
 
@@ -135,7 +142,7 @@ def parse_addr(addr: str) -> tuple[str, int]:
     """``host:port``, ``:port`` or ``[v6]:port``."""
     host, sep, port = addr.rpartition(":")
     if not sep or not port.isdigit():
-        raise ValueError(f"--metrics-addr must be host:port, got {addr!r}")
+        raise MetricsSettingError(f"--metrics-addr must be host:port, got {addr!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 

@@ -140,10 +140,13 @@ class Runner:
         self._install_signal_handlers()
         self.selector.register(self._wakeup_read, selectors.EVENT_READ, "signal")
         try:
+            # First: /healthz answers 503 while the database is awaited (a probe that found
+            # nothing listening would count the runner dead), and a bad METRICS_* value
+            # stops the runner at once.
+            self._start_metrics()
             if not self._start_on_database():
                 return EXIT_ERROR if self.gave_up_on_database else EXIT_OK
             self.db.on_connect = self._register  # again after every reconnect
-            self._start_metrics()
             self._start_children()
             log.info("runner started", extra={
                 "worker_id": self.worker_id, "queues": list(self.queues),

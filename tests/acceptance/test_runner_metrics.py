@@ -33,3 +33,25 @@ def test_metrics_refuse_clients_outside_the_allowed_networks(start_runner):
                  env={"METRICS_ALLOW_CIDRS": "10.0.0.0/8"})
     status = wait_for(lambda: get(port, "/metrics")[0], message="endpoint up")
     assert status == 403
+
+
+def test_healthz_answers_503_while_the_database_is_awaited(start_runner):
+    """It was served only once the database had answered: a probe found nothing listening
+    during a start-up outage, and counted the runner dead."""
+    port = free_port()
+    runner = start_runner("--metrics-addr", f"127.0.0.1:{port}", "--dsn",
+                          "host=/nonexistent-socket-dir dbname=x connect_timeout=1",
+                          with_dsn=False)
+    status = wait_for(lambda: get(port, "/healthz")[0], message="endpoint up")
+    assert status == 503
+    assert json.loads(get(port, "/healthz")[1])["database_reachable"] is False
+    assert runner.process.poll() is None  # still waiting for the database
+
+
+def test_a_bad_metrics_allow_list_stops_the_runner_at_once(start_runner):
+    runner = start_runner("--metrics-addr", f"127.0.0.1:{free_port()}", "--dsn",
+                          "host=/nonexistent-socket-dir dbname=x connect_timeout=1",
+                          with_dsn=False, env={"METRICS_ALLOW_CIDRS": "10.0.0.0/33"})
+    assert runner.wait(30) == 2, runner.log()
+    assert "refusing to start: METRICS_ALLOW_CIDRS: '10.0.0.0/33' does not appear" in runner.log()
+    assert "Traceback" not in runner.log()
