@@ -40,15 +40,12 @@ ROUTER = "reproq_django.db_router.ReproqRouter"
 
 
 def _routes_reproq() -> bool:
-    from django.conf import settings
+    """Django's own router list (DATABASE_ROUTERS, imported and instantiated) holds one."""
+    from django.db import router
 
-    for router in getattr(settings, "DATABASE_ROUTERS", ()):
-        path = router if isinstance(router, str) else (
-            f"{type(router).__module__}.{type(router).__qualname__}"
-            if not isinstance(router, type) else f"{router.__module__}.{router.__qualname__}")
-        if path == ROUTER:
-            return True
-    return False
+    from reproq_django.db_router import ReproqRouter
+
+    return any(isinstance(each, ReproqRouter) for each in router.routers)
 
 
 def fix_command(alias: str) -> str:

@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from importlib.util import find_spec
+from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -36,36 +38,35 @@ def _forget(*, setting: str, **kwargs) -> None:
 setting_changed.connect(_forget, dispatch_uid="reproq_django.conf._forget")
 
 
+# Each REPROQ_* setting's type rule (unset, None, is always fine), as backend.option_problems
+# keeps the backend OPTIONS' rules.
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "REPROQ_ALLOWED_TASK_MODULES": (
+        lambda v: isinstance(v, list | tuple) and all(isinstance(m, str) and m for m in v),
+        "a list of module paths"),
+    "REPROQ_QUEUE_DATABASES": (
+        lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(a, str)
+                                              for k, a in v.items()),
+        "a dict of queue name (or glob) to database alias"),
+    "REPROQ_DEFAULT_DB_ALIAS": (lambda v: isinstance(v, str), "a database alias"),
+    "REPROQ_RESULT_ID_WITH_ALIAS": (lambda v: isinstance(v, bool), "True, False or None"),
+}
+
+
 def _problem_of(name: str) -> str | None:
-    """What is wrong with the REPROQ_* setting ``name``'s type, or None (unset is fine)."""
+    """What is wrong with the REPROQ_* setting ``name``'s type, or None."""
     value = getattr(settings, name, None)
-    if value is None:
+    is_valid, rule = _RULES[name]
+    if value is None or is_valid(value):
         return None
-    match name:
-        case "REPROQ_ALLOWED_TASK_MODULES":
-            fine = isinstance(value, list | tuple) and all(isinstance(m, str) and m
-                                                           for m in value)
-            rule = "a list of module paths"
-        case "REPROQ_QUEUE_DATABASES":
-            fine = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
-                                                   for k, v in value.items())
-            rule = "a dict of queue name (or glob) to database alias"
-        case "REPROQ_DEFAULT_DB_ALIAS":
-            fine, rule = isinstance(value, str), "a database alias"
-        case _:  # REPROQ_RESULT_ID_WITH_ALIAS
-            fine, rule = isinstance(value, bool), "True, False or None"
-    return None if fine else f"{name} must be {rule}, got {value!r}"
-
-
-_TYPED_SETTINGS = ("REPROQ_ALLOWED_TASK_MODULES", "REPROQ_QUEUE_DATABASES",
-                   "REPROQ_DEFAULT_DB_ALIAS", "REPROQ_RESULT_ID_WITH_ALIAS")
+    return f"{name} must be {rule}, got {value!r}"
 
 
 def setting_problems() -> list[str]:
     """REPROQ_* settings of the wrong type (``manage.py check`` reports them as reproq.E007;
     using one raises ImproperlyConfigured): a string where a list belongs would otherwise be
     read as its characters, a non-empty string as True."""
-    return [problem for name in _TYPED_SETTINGS if (problem := _problem_of(name))]
+    return [problem for name in _RULES if (problem := _problem_of(name))]
 
 
 def _valid(name: str):

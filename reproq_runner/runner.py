@@ -245,11 +245,8 @@ class Runner:
     # -- events -----------------------------------------------------------------------------
 
     def _on_event(self, source) -> None:
-        if isinstance(source, Child):
-            self._collect(self.supervisor.on_readable(source))
-            self._take_back(self.supervisor.take_orphans())
-        elif isinstance(source, ChildExited):
-            self._collect(self.supervisor.on_exited(source.child))
+        if isinstance(source, Child | ChildExited):
+            self._collect(self.supervisor.on_event(source))
             self._take_back(self.supervisor.take_orphans())
         elif source == "signal":
             self._drain_wakeup_pipe()
@@ -599,10 +596,8 @@ class Runner:
         deadline = time.monotonic() + 5
         while self.supervisor.children and time.monotonic() < deadline:
             for key, _ in self.selector.select(0.1):
-                if isinstance(key.data, Child):
-                    self._collect(self.supervisor.on_readable(key.data))
-                elif isinstance(key.data, ChildExited):
-                    self._collect(self.supervisor.on_exited(key.data.child))
+                if isinstance(key.data, Child | ChildExited):
+                    self._collect(self.supervisor.on_event(key.data))
         self.to_release.extend(self.supervisor.take_orphans())  # queued in killed children
         self._hand_back_buffer()
         self.draining = True

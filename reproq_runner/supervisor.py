@@ -335,6 +335,13 @@ class Supervisor:
 
     # -- results ----------------------------------------------------------------------------
 
+    def on_event(self, source: Child | ChildExited) -> list[Finished]:
+        """What the selector reported for a child: its result pipe (registered with the
+        ``Child``) or its process exit (with a ``ChildExited``)."""
+        if isinstance(source, ChildExited):
+            return self.on_exited(source.child)
+        return self.on_readable(source)
+
     def on_readable(self, child: Child) -> list[Finished]:
         """Read what ``child`` wrote; on end-of-file, settle its task and replace it."""
         if child.exited:

@@ -45,27 +45,27 @@ class FrameReader:
     def read_available(self) -> list[Any]:
         """One read (which may block when the fd is blocking); returns the complete frames
         received so far. Sets ``closed`` when the writer is gone."""
-        try:
-            chunk = os.read(self.fd, _READ_SIZE)
-        except BlockingIOError:
-            return []
-        if not chunk:
-            self.closed = True
-        self._buffer += chunk
+        self._read_once()
         return list(self._complete_frames())
 
     def read_remaining(self) -> list[Any]:
         """Every complete frame the pipe still holds, read until it is empty (its writer has
         exited: nothing more is coming from it)."""
-        while not self.closed:
-            try:
-                chunk = os.read(self.fd, _READ_SIZE)
-            except BlockingIOError:
-                break
-            if not chunk:
-                self.closed = True
-            self._buffer += chunk
+        while self._read_once():
+            pass
         return list(self._complete_frames())
+
+    def _read_once(self) -> bool:
+        """One read into the buffer; False when nothing came (the pipe is empty or closed)."""
+        try:
+            chunk = os.read(self.fd, _READ_SIZE)
+        except BlockingIOError:
+            return False
+        if not chunk:
+            self.closed = True
+            return False
+        self._buffer += chunk
+        return True
 
     def _complete_frames(self) -> Iterator[Any]:
         buffer = self._buffer

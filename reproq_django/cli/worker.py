@@ -19,11 +19,7 @@ _LIBPQ_OPTIONS = {
 
 def dsn_for_alias(alias: str | None) -> str:
     """The libpq DSN of a Django database alias (PostgreSQL only)."""
-    import django
-    from django.apps import apps
-
-    if not apps.ready:
-        django.setup()
+    _set_up_django()
     settings_dict = connections[alias or DEFAULT_DB_ALIAS].settings_dict
     params = {
         "dbname": settings_dict.get("NAME") or None,
@@ -38,6 +34,14 @@ def dsn_for_alias(alias: str | None) -> str:
     return make_conninfo(**{k: v for k, v in params.items() if v is not None})
 
 
+def _set_up_django() -> None:
+    import django
+    from django.apps import apps
+
+    if not apps.ready:
+        django.setup()
+
+
 def add_arguments(parser):
     add_worker_arguments(parser)
 
@@ -46,13 +50,9 @@ def queue_database(queues) -> str:
     """The alias ``queues`` route to (``REPROQ_QUEUE_DATABASES``, else
     ``REPROQ_DEFAULT_DB_ALIAS``): the database a runner given no ``--database`` serves.
     ``ValueError`` when they route to several (one runner serves one database)."""
-    import django
-    from django.apps import apps
-
     from reproq_django import conf
 
-    if not apps.ready:
-        django.setup()
+    _set_up_django()
     aliases = sorted({conf.database_for_queue(queue) for queue in queues})
     if len(aliases) > 1:
         raise ValueError(f"--queues {','.join(queues)} live in several databases "
