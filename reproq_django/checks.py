@@ -18,6 +18,7 @@ reproq.W004    a queue database other than ``default`` and no ``ReproqRouter`` i
                ``DATABASE_ROUTERS``: ``migrate`` would not create the queue there
 reproq.W002    several queue databases but ``REPROQ_RESULT_ID_WITH_ALIAS = False``: results of
                queues outside the default database cannot be looked up by id
+reproq.W005    the reproq schema is newer than the code (a rollback, or code not yet deployed)
 =============  ==============================================================================
 
 Schema checks query the database, so like Django's own database checks they run with
@@ -148,6 +149,7 @@ def _schema_problems(alias: str) -> list[checks.CheckMessage]:
                          f"--database {alias})",
                     id="reproq.E002")]
             migrate.check_schema(cursor)
+            newer = migrate.newer_versions(cursor)
     except MigrationChecksumMismatch as exc:  # no applier fixes this one
         return [checks.Error(f"database {alias!r}: {exc}",
                              hint="Restore the file as it was released; write a new numbered "
@@ -159,4 +161,11 @@ def _schema_problems(alias: str) -> list[checks.CheckMessage]:
     except DatabaseError as exc:
         return [checks.Warning(f"could not check the reproq schema of {alias!r}: {exc}",
                                id="reproq.W001")]
+    if newer:
+        return [checks.Warning(
+            f"database {alias!r}: {migrate.newer_schema_text(newer)}.",
+            hint="Deploy the reproq version that ships them. Migrations only go forward: this "
+                 "code keeps working as far as they kept the functions it calls (reproq's "
+                 "migrations so far keep every public signature, for rolling upgrades).",
+            id="reproq.W005")]
     return []

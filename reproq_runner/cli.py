@@ -225,11 +225,9 @@ def _migrate(args: argparse.Namespace) -> int:
     if not args.dsn:
         print("reproq-runner migrate: --dsn (or REPROQ_DSN) is required", file=sys.stderr)
         return 2
-    applied = migrate.migrate_dsn(args.dsn)
-    for migration in applied:
-        print(f"applied {migration.path.name}")
-    if not applied:
-        print("reproq schema is up to date")
+    with migrate.connect_for_migrating(args.dsn) as conn, conn.cursor() as cursor:
+        lines = migrate.outcome_lines(cursor, migrate.apply_migrations(cursor))
+    print("\n".join(lines))
     return 0
 
 

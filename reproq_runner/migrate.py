@@ -95,7 +95,10 @@ def apply_migrations(cursor, up_to: int | None = None) -> list[Migration]:
                 "another applier migrated this database while this one waited, and this "
                 f"transaction ({isolation}) cannot see its work: run this again (or migrate "
                 "under READ COMMITTED, as reproq-runner migrate does)")
-    queries.ensure_migration_table(cursor)
+    if not queries.migration_table_exists(cursor):
+        # DDL only on a database never migrated: on an up-to-date one, a role that may not
+        # create schemas or own the table (an app's deploy role) finds nothing to do.
+        queries.ensure_migration_table(cursor)
     applied = queries.applied_migrations(cursor)
     _check_checksums(applied)
     done = {record.version for record in applied}
@@ -107,15 +110,46 @@ def apply_migrations(cursor, up_to: int | None = None) -> list[Migration]:
     return pending
 
 
-def migrate_dsn(dsn: str, up_to: int | None = None) -> list[Migration]:
-    """Apply pending migrations to the database at ``dsn`` in one transaction."""
+def connect_for_migrating(dsn: str):
+    """A psycopg connection for :func:`apply_migrations`; its ``with`` block is one
+    transaction, committed at the end."""
     import psycopg
 
-    with psycopg.connect(dsn) as conn:
-        # Whatever the database's default: an applier that waits for another must see its work.
-        conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
-        with conn.cursor() as cursor:
-            return apply_migrations(cursor, up_to)
+    conn = psycopg.connect(dsn)
+    # Whatever the database's default: an applier that waits for another must see its work.
+    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+    return conn
+
+
+def migrate_dsn(dsn: str, up_to: int | None = None) -> list[Migration]:
+    """Apply pending migrations to the database at ``dsn`` in one transaction."""
+    with connect_for_migrating(dsn) as conn, conn.cursor() as cursor:
+        return apply_migrations(cursor, up_to)
+
+
+def outcome_lines(cursor, applied: list[Migration]) -> list[str]:
+    """What a migrate command prints: each file applied, or that there was nothing to do, and
+    whether the database holds migrations this code does not ship (a newer reproq migrated it,
+    and this code is older: a rollback, or a runner not yet upgraded)."""
+    lines = [f"applied {migration.path.name}" for migration in applied]
+    if not applied:
+        lines.append("reproq schema is up to date")
+    newer = newer_versions(cursor)
+    if newer:
+        lines.append(f"note: {newer_schema_text(newer)}; nothing was undone (migrations only "
+                     "go forward)")
+    return lines
+
+
+def newer_versions(cursor) -> list[int]:
+    """Versions recorded in the database that this code does not ship."""
+    return [record.version for record in queries.applied_migrations(cursor)
+            if record.version > required_version()]
+
+
+def newer_schema_text(newer: list[int]) -> str:
+    return (f"this database also has migration(s) {newer}, newer than this code (which ships "
+            f"1–{required_version()}): a newer reproq migrated it")
 
 
 def check_schema(cursor) -> None:

@@ -511,9 +511,13 @@ def ensure_migration_table(cursor) -> None:
                      " that applied it'")
 
 
+def migration_table_exists(cursor) -> bool:
+    return _scalar(cursor, "select to_regclass('reproq.schema_migrations') is not null")
+
+
 def applied_migrations(cursor) -> list[AppliedMigration]:
     """Applied migrations, or an empty list when the bookkeeping table does not exist."""
-    if not _scalar(cursor, "select to_regclass('reproq.schema_migrations') is not null"):
+    if not migration_table_exists(cursor):
         return []
     return _select_rows(cursor, AppliedMigration,
                         "from reproq.schema_migrations order by version")

@@ -4,7 +4,7 @@ from django.core.management.base import CommandError
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from reproq_runner.errors import ReproqError
-from reproq_runner.migrate import apply_migrations
+from reproq_runner.migrate import apply_migrations, outcome_lines
 
 # It fixes what the schema checks report, so they must not stop it.
 runs_system_checks = False
@@ -18,12 +18,9 @@ def add_arguments(parser):
 def handle(command, *, database, verbosity=1, **_options):
     try:
         with transaction.atomic(using=database), connections[database].cursor() as cursor:
-            applied = apply_migrations(cursor)
+            lines = outcome_lines(cursor, apply_migrations(cursor))
     except ReproqError as exc:  # an edited file, another applier: a message, not a traceback
         raise CommandError(str(exc)) from exc
     if verbosity:
-        if applied:
-            for migration in applied:
-                command.stdout.write(f"applied {migration.path.name}")
-        else:
-            command.stdout.write("reproq schema is up to date")
+        for line in lines:
+            command.stdout.write(line)

@@ -75,6 +75,17 @@ def test_an_edited_migration_is_e008_even_while_migrate_has_migrations_to_apply(
 
 
 @pytest.mark.django_db
+def test_a_schema_newer_than_the_code_is_w005(monkeypatch):
+    """It passed silently: after a rollback nothing said the code is behind its database."""
+    older = migrate.available_migrations()[:-1]
+    monkeypatch.setattr(migrate, "available_migrations", lambda: older)
+    [warning] = checks.check_schema(databases=["default"])
+    assert warning.id == "reproq.W005" and not warning.is_serious()
+    assert f"migration(s) [{len(older) + 1}], newer than this code (which ships 1–{len(older)})" \
+        in warning.msg
+
+
+@pytest.mark.django_db
 def test_a_current_schema_passes():
     assert checks.check_schema(databases=["default"]) == []
 

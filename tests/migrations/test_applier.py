@@ -2,10 +2,11 @@
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from reproq_runner import migrate
 from reproq_runner.errors import MigrationChecksumMismatch, SchemaOutdated
-from tests.migrations.helpers import ROOT, dump, recorded, run
+from tests.migrations.helpers import ROOT, dbname, dump, recorded, run
 from tests.waiting import wait_for
 
 EVERY_VERSION = [m.version for m in migrate.available_migrations()]
@@ -82,6 +83,44 @@ def test_check_schema_refuses_an_outdated_schema_with_the_fix(empty_dsn, up_to):
     message = str(info.value)
     assert f"at version {up_to} but this code needs {EVERY_VERSION[-1]}" in message
     assert "python -m reproq_runner migrate" in message and "migrate-worker" in message
+
+
+@pytest.fixture
+def deploy_role(dsn):
+    """A login role that may read the migration record and nothing more: no CREATE on the
+    database, owner of nothing (an app's deploy role)."""
+    role = f"deployer_{dbname(dsn)}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"create role {role} login")
+        conn.execute(f"grant usage on schema reproq to {role}")
+        conn.execute(f"grant select on reproq.schema_migrations to {role}")
+    yield make_conninfo(dsn, user=role)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"drop owned by {role}")
+        conn.execute(f"drop role {role}")
+
+
+def test_an_up_to_date_database_is_migrated_without_ddl_rights(deploy_role):
+    """It failed: every run created the schema and table "if not exists" and commented them,
+    which needs CREATE on the database and ownership even when there is nothing to do."""
+    assert migrate.migrate_dsn(deploy_role) == []
+    result = run(["-m", "reproq_runner", "migrate", "--dsn", deploy_role], deploy_role)
+    assert (result.returncode, result.stdout) == (0, "reproq schema is up to date\n")
+
+
+def test_a_schema_newer_than_the_code_is_reported_not_called_up_to_date(dsn):
+    with psycopg.connect(dsn) as conn:
+        conn.execute("insert into reproq.schema_migrations (version, name, checksum)"
+                     " values (%s, 'from_the_future', repeat('0', 64))", (EVERY_VERSION[-1] + 1,))
+    result = run(["-m", "reproq_runner", "migrate", "--dsn", dsn], dsn)
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [
+        "reproq schema is up to date",
+        f"note: this database also has migration(s) [{EVERY_VERSION[-1] + 1}], newer than this "
+        f"code (which ships 1–{EVERY_VERSION[-1]}): a newer reproq migrated it; nothing was "
+        "undone (migrations only go forward)"]
+    with psycopg.connect(dsn) as conn:
+        migrate.check_schema(conn.cursor())  # the runner still starts: it may be a rollback
 
 
 def test_schema_snapshot_equals_all_migrations_applied(empty_dsn):
