@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connections, transaction
 from django.tasks import Task
 from django.tasks.backends.base import BaseTaskBackend
@@ -100,6 +101,7 @@ class _Plan:
         else:
             self.stored_task = _with_fields(task, run_after=None, backend=backend.alias)
         self.task_path = task.module_path
+        _refuse_unrunnable(self.task_path)
         self.alias = conf.database_for_queue(task.queue_name)
         self.validation_cached = validation_cached
         self.metadata = _enqueue_metadata(config)
@@ -442,6 +444,22 @@ def _makes_cursors_as_django_does(connection) -> bool:
 
 def _in_transaction(connection) -> bool:
     return connection.in_atomic_block or not connection.get_autocommit()
+
+
+def _refuse_unrunnable(task_path: str) -> None:
+    """A task that runners would refuse to import (they fail it without running it) is refused
+    at enqueue, where the mistake is made."""
+    allowed = conf.allowed_task_modules()
+    if conf.is_allowed_task_path(task_path, allowed):
+        return
+    source = ("REPROQ_ALLOWED_TASK_MODULES" if getattr(settings, "REPROQ_ALLOWED_TASK_MODULES",
+                                                       None) is not None
+              else "the default of REPROQ_ALLOWED_TASK_MODULES (each installed app's tasks "
+                   "module)")
+    raise InvalidTask(
+        f"Task {task_path!r} is outside {source}: {list(allowed)}. Runners import only tasks "
+        "under those modules, so it could never run. Add its module to "
+        "REPROQ_ALLOWED_TASK_MODULES, or move it into an installed app's tasks module.")
 
 
 def _with_fields(task: Task, **changes: Any) -> Task:

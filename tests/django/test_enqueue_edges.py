@@ -115,6 +115,26 @@ def test_a_task_in_a_module_named_with_non_ascii_letters_is_refused_when_declare
         task(envoyer)
 
 
+@pytest.mark.parametrize("how", ["single", "bulk"])
+def test_a_task_no_runner_would_import_is_refused_at_enqueue(how):
+    """It was stored READY; every runner then failed it without running it ("outside the
+    allowed task modules"), and get_result() of its own id raised TaskResultDoesNotExist."""
+    from tests.testapp.runner_tasks import echo as outside  # not an installed app's tasks module
+
+    enqueue = ((lambda: outside.enqueue(5)) if how == "single" else
+               (lambda: default_task_backend.bulk_enqueue([(add, (1, 1), {}),
+                                                           (outside, (5,), {})])))
+    message = refused(InvalidTask, enqueue)
+    assert ("'tests.testapp.runner_tasks.echo' is outside the default of "
+            "REPROQ_ALLOWED_TASK_MODULES (each installed app's tasks module): "
+            "['tests.testapp.tasks']") in message
+    with override_settings(REPROQ_ALLOWED_TASK_MODULES=["tests.testapp"]):
+        assert outside.enqueue(5).status == "READY"
+    with override_settings(REPROQ_ALLOWED_TASK_MODULES=["tests.testapp.other_tasks"]):
+        assert "is outside REPROQ_ALLOWED_TASK_MODULES: ['tests.testapp.other_tasks']" in \
+            refused(InvalidTask, lambda: add.enqueue(1, 1))
+
+
 @pytest.mark.parametrize("queue", ["a,b", " emails", "emails "])
 def test_a_queue_name_no_runner_could_be_told_to_serve_is_refused(queue):
     assert "--queues" in refused(InvalidTask, lambda: add.using(queue_name=queue).enqueue(1, 1))

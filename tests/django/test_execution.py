@@ -172,10 +172,11 @@ def test_an_executor_follows_settings_changes(drain):
     drain(executor=executor)
     assert finished(first).status == TaskResultStatus.SUCCESSFUL
     with override_settings(REPROQ_ALLOWED_TASK_MODULES=["tests.testapp.other_tasks"]):
-        second = add.enqueue(2, 2)
+        with connection.cursor() as cursor:  # as psql could: the backend would refuse it
+            second = queries.enqueue(cursor, add.module_path, [2, 2])
         drain(executor=executor)
     with connection.cursor() as cursor:
-        run = queries.get_task_run(cursor, int(second.id))
+        run = queries.get_task_run(cursor, second)
     assert run.status == "FAILED"
     assert "outside the allowed task modules" in run.errors_json[0]["message"]
 
