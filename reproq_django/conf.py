@@ -119,6 +119,21 @@ def all_queue_aliases() -> list[str]:
     return aliases
 
 
+def postgresql_alias(alias: str) -> str:
+    """``alias``, when ``DATABASES`` has it and it is PostgreSQL (the only database a queue
+    lives in); ``ValueError`` naming the problem otherwise (a ``--database`` flag)."""
+    from django.db import connections
+
+    if alias not in connections.settings:
+        raise ValueError(f"--database {alias!r} is not in DATABASES (which has: "
+                         f"{', '.join(sorted(connections.settings))})")
+    if connections[alias].vendor != "postgresql":
+        raise ValueError(f"--database {alias!r} is not PostgreSQL (its ENGINE is "
+                         f"{connections.settings[alias].get('ENGINE')!r}); reproq queues live "
+                         "in PostgreSQL")
+    return alias
+
+
 def result_id_with_alias() -> bool:
     try:
         return _cache["result_id_with_alias"]

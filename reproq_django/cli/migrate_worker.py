@@ -3,6 +3,7 @@
 from django.core.management.base import CommandError
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
+from reproq_django import conf
 from reproq_runner.errors import ReproqError
 from reproq_runner.migrate import apply_migrations, outcome_lines
 
@@ -16,6 +17,10 @@ def add_arguments(parser):
 
 
 def handle(command, *, database, verbosity=1, **_options):
+    try:
+        conf.postgresql_alias(database)
+    except ValueError as exc:
+        raise CommandError(str(exc), returncode=2) from None  # as a bad flag
     try:
         with transaction.atomic(using=database), connections[database].cursor() as cursor:
             lines = outcome_lines(cursor, apply_migrations(cursor))

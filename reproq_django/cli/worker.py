@@ -18,9 +18,11 @@ _LIBPQ_OPTIONS = {
 
 
 def dsn_for_alias(alias: str | None) -> str:
-    """The libpq DSN of a Django database alias (PostgreSQL only)."""
+    """The libpq DSN of a Django database alias (PostgreSQL only: ``ValueError`` otherwise)."""
+    from reproq_django import conf
+
     _set_up_django()
-    settings_dict = connections[alias or DEFAULT_DB_ALIAS].settings_dict
+    settings_dict = connections[conf.postgresql_alias(alias or DEFAULT_DB_ALIAS)].settings_dict
     params = {
         "dbname": settings_dict.get("NAME") or None,
         "user": settings_dict.get("USER") or None,

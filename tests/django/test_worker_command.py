@@ -22,14 +22,31 @@ def test_the_queues_name_the_database():
 
 
 def test_a_worker_whose_queues_live_in_several_databases_is_refused_as_a_bad_flag():
-    result = subprocess.run(
-        [sys.executable, "-m", "django", "reproq", "worker", "--queues", "default,remote-a",
-         "--burst"],
+    result = run_reproq("worker", "--queues", "default,remote-a", "--burst")
+    assert result.returncode == 2, result.stderr
+    assert "run one worker per database" in result.stderr
+
+
+def run_reproq(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "django", "reproq", *args],
         cwd=ROOT, env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
                        "PYTHONPATH": str(ROOT)},
         capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("command", [["worker", "--burst"], ["migrate-worker"]])
+@pytest.mark.parametrize("alias, message", [
+    ("nope", "--database 'nope' is not in DATABASES (which has: bare, default, not_postgresql,"),
+    ("not_postgresql", "--database 'not_postgresql' is not PostgreSQL (its ENGINE is "
+                       "'django.db.backends.dummy')"),
+])
+def test_a_database_alias_that_cannot_hold_a_queue_is_a_bad_flag(command, alias, message):
+    """The worker waited for a database forever (an empty DSN: libpq's default socket), and an
+    unknown alias was a ConnectionDoesNotExist traceback with exit 1."""
+    result = run_reproq(*command, "--database", alias)
     assert result.returncode == 2, result.stderr
-    assert "run one worker per database" in result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.django_db
