@@ -8,6 +8,7 @@ so it commits or rolls back with the caller's ``transaction.atomic()``. All SQL 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack, nullcontext
@@ -21,6 +22,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections, transaction
 from django.tasks import Task
+from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
@@ -168,6 +170,7 @@ class ReproqBackend(BaseTaskBackend):
     def validate_task(self, task: Task) -> None:
         """Django's rules, plus: ``run_after`` may be a ``timedelta``, and the function may
         not have parameters named like reproq's reserved enqueue kwargs."""
+        _refuse_wrong_types(task)
         if isinstance(task.run_after, timedelta):
             task = _with_fields(task, run_after=None)
         super().validate_task(task)
@@ -444,6 +447,19 @@ def _makes_cursors_as_django_does(connection) -> bool:
 
 def _in_transaction(connection) -> bool:
     return connection.in_atomic_block or not connection.get_autocommit()
+
+
+def _refuse_wrong_types(task: Task) -> None:
+    """What Django's validate_task compares without checking the type first (a string
+    priority, a date run_after: TypeError or AttributeError there) is an InvalidTask here."""
+    priority = task.priority
+    if not isinstance(priority, int | float) or (isinstance(priority, float)
+                                                 and not math.isfinite(priority)):
+        raise InvalidTask(f"priority must be a whole number between {TASK_MIN_PRIORITY} and "
+                          f"{TASK_MAX_PRIORITY}, not {priority!r}")
+    if task.run_after is not None and not isinstance(task.run_after, datetime | timedelta):
+        raise InvalidTask("run_after must be an aware datetime or a timedelta, not "
+                          f"{type(task.run_after).__name__} {task.run_after!r}")
 
 
 def _refuse_unrunnable(task_path: str) -> None:

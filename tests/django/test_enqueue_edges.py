@@ -3,7 +3,7 @@ written, or stored so that it reads back; found by a review of the backend's edg
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone as fixed_offset
+from datetime import UTC, date, datetime, timedelta, timezone as fixed_offset
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -113,6 +113,25 @@ def test_a_task_in_a_module_named_with_non_ascii_letters_is_refused_when_declare
     envoyer.__module__, envoyer.__qualname__ = "tests.testapp.tâches", "envoyer"
     with pytest.raises(InvalidTask, match="not a dotted path of ASCII identifiers"):
         task(envoyer)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"priority": "5"}, "priority must be a whole number between -100 and 100, not '5'"),
+    ({"priority": float("nan")}, "priority must be a whole number between -100 and 100, not nan"),
+    ({"priority": float("inf")}, "priority must be a whole number between -100 and 100, not inf"),
+    ({"run_after": date(2030, 1, 1)}, "run_after must be an aware datetime or a timedelta, "
+                                      "not date datetime.date(2030, 1, 1)"),
+    ({"run_after": "2030-01-01T00:00:00Z"}, "run_after must be an aware datetime or a "
+                                            "timedelta, not str"),
+    ({"run_after": 60}, "run_after must be an aware datetime or a timedelta, not int 60"),
+])
+def test_a_priority_or_run_after_of_the_wrong_type_is_an_invalid_task(changes, message):
+    """Django's own validation compared them unchecked: TypeError, AttributeError, or
+    ValueError/OverflowError for a NaN or infinite priority."""
+    with pytest.raises(InvalidTask) as info:
+        add.using(**changes)
+    assert message in str(info.value)
+    assert message in refused(InvalidTask, lambda: add.enqueue(1, 1, **changes))
 
 
 @pytest.mark.parametrize("how", ["single", "bulk"])
