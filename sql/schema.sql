@@ -36,6 +36,22 @@ CREATE TYPE reproq.enqueued AS (
 
 COMMENT ON TYPE reproq.enqueued IS 'One row per input task of reproq.enqueue_many: its 1-based position, the id it maps to, whether a new row was inserted (false when deduplicated onto an existing task), and that row''s enqueued_at. A caller knows every other field of a new row from its input.';
 
+CREATE FUNCTION reproq._clock(p_now timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+begin
+    if p_now not between '0001-01-02 00:00:00+00' and '9998-12-30 23:59:59.999999+00' then
+        raise exception 'p_now must be from 0001-01-02 to 9998-12-30 (UTC), got %', p_now
+            using errcode = 'RQ003',
+            hint = 'Times computed from it (leases, retries) must stay readable by clients.';
+    end if;
+    return coalesce(p_now, now());
+end;
+$$;
+
+COMMENT ON FUNCTION reproq._clock(p_now timestamp with time zone) IS 'Internal: the clock of a function given p_now (null means now()); RQ003 for a p_now outside 0001-01-02 to 9998-12-30 UTC, whose derived times (up to a year later) clients could not read.';
+
 CREATE FUNCTION reproq._enqueue_many_unchecked(p_tasks jsonb, p_dedup boolean DEFAULT true, p_now timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS SETOF reproq.enqueued
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -470,7 +486,7 @@ begin
         raise exception 'p_queue_name must be a non-empty string' using errcode = 'RQ003';
     end if;
     insert into reproq.queue_controls as c (queue_name, paused, updated_at)
-    values (p_queue_name, p_paused, coalesce(p_now, now()))
+    values (p_queue_name, p_paused, reproq._clock(p_now))
     on conflict (queue_name) do update
         set paused = excluded.paused, updated_at = excluded.updated_at;
 end;
@@ -582,7 +598,7 @@ CREATE FUNCTION reproq.cancel(p_result_id bigint, p_now timestamp with time zone
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 declare
-    v_now timestamptz := coalesce(p_now, now());
+    v_now timestamptz := reproq._clock(p_now);
     v_status text;
 begin
     if p_result_id is null then
@@ -622,7 +638,7 @@ CREATE FUNCTION reproq.claim(p_worker_id text, p_queues text[], p_limit integer 
     SET jit TO 'off'
     AS $$
 declare
-    v_now timestamptz := coalesce(p_now, now());
+    v_now timestamptz := reproq._clock(p_now);
     v_queues text[];
     -- Above the highest allowed priority (100): the first probe finds the top level.
     v_priority smallint := 101::smallint;
@@ -770,7 +786,7 @@ CREATE FUNCTION reproq.complete_many(p_result_ids bigint[], p_lease_tokens uuid[
     SET enable_seqscan TO 'off'
     AS $$
 declare
-    v_now timestamptz := coalesce(p_now, now());
+    v_now timestamptz := reproq._clock(p_now);
     v_done integer;
 begin
     if cardinality(p_result_ids) is distinct from cardinality(p_lease_tokens)
@@ -1012,7 +1028,7 @@ CREATE FUNCTION reproq.fail(p_result_id bigint, p_lease_token uuid, p_error json
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 declare
-    v_now timestamptz := coalesce(p_now, now());
+    v_now timestamptz := reproq._clock(p_now);
     v_task reproq.task_runs;
     v_status text;
 begin
@@ -1075,7 +1091,7 @@ CREATE FUNCTION reproq.heartbeat(p_worker_id text, p_lease_seconds integer DEFAU
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 declare
-    v_now timestamptz := coalesce(p_now, now());
+    v_now timestamptz := reproq._clock(p_now);
     v_renew_before timestamptz;
 begin
     if p_lease_seconds is null or p_lease_seconds not between 1 and 31536000 then
@@ -1113,7 +1129,7 @@ CREATE FUNCTION reproq.heartbeat(p_worker_id text, p_result_ids bigint[], p_leas
     SET enable_seqscan TO 'off'
     AS $$
 declare
-    v_now timestamptz := coalesce(p_now, now());
+    v_now timestamptz := reproq._clock(p_now);
     v_renew_before timestamptz;
 begin
     if p_worker_id is null or p_worker_id = '' then
@@ -1179,7 +1195,7 @@ CREATE FUNCTION reproq.reclaim(p_now timestamp with time zone DEFAULT NULL::time
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 declare
-    v_now timestamptz := coalesce(p_now, now());
+    v_now timestamptz := reproq._clock(p_now);
     v_count integer;
 begin
     with expired as materialized (
@@ -1255,7 +1271,7 @@ begin
     )
     values (
         p_worker_id, p_hostname, p_pid, p_queues, p_concurrency, p_version,
-        coalesce(p_now, now()), coalesce(p_now, now())
+        reproq._clock(p_now), reproq._clock(p_now)
     )
     on conflict (worker_id) do update
         set
@@ -1277,7 +1293,7 @@ CREATE FUNCTION reproq.release(p_result_ids bigint[], p_lease_tokens uuid[], p_n
     SET plan_cache_mode TO 'force_custom_plan'
     AS $$
 declare
-    v_now timestamptz := coalesce(p_now, now());
+    v_now timestamptz := reproq._clock(p_now);
     v_released bigint[];
     v_queues text[];
 begin
