@@ -111,6 +111,23 @@ class EmbeddedPostgres:
             capture_output=True, check=False,
         ).returncode == 0
 
+    def _forget_a_stale_pid_file(self) -> None:
+        """Remove ``postmaster.pid`` when the process it names is alive but is not this
+        cluster's server: after a crash and a reboot its PID can belong to any process of the
+        server user, and pg_ctl and the server both take that for a running server (pg_ctl
+        reports it running, the server refuses to start). Judged from ``/proc`` (Linux);
+        elsewhere the file is left to PostgreSQL."""
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text(encoding="utf-8").split("\n", 1)[0])
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):  # no file, no such process, no /proc: nothing to judge
+            return
+        ours = (Path(os.fsdecode(argv[0])).name == "postgres"
+                and os.fsencode(self.data_dir) in argv)
+        if not ours:
+            pid_file.unlink(missing_ok=True)
+
     def _command(self, *args: str) -> list[str]:
         command = [str(self.pg_bin / args[0]), *args[1:]]
         user = _server_user()
@@ -121,6 +138,7 @@ class EmbeddedPostgres:
         if not self.initialised():
             self._run("initdb", "-D", str(self.data_dir), "--auth=trust", "--encoding=UTF8",
                       "--locale=C", "-U", self.user)
+        self._forget_a_stale_pid_file()
         if self.running():
             return self
         options = {
