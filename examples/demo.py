@@ -87,8 +87,8 @@ def main() -> int:
     if "--stop" in sys.argv:
         DEMO_CLUSTER.stop()
         return 0
-    start_cluster()
     try:
+        start_cluster()  # inside: a failed database creation stops the server too
         step("applying reproq's SQL migrations")
         manage("reproq", "migrate-worker")
         manage("migrate", "--verbosity", "0")
