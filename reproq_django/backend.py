@@ -453,8 +453,11 @@ def _refuse_wrong_types(task: Task) -> None:
     """What Django's validate_task compares without checking the type first (a string
     priority, a date run_after: TypeError or AttributeError there) is an InvalidTask here."""
     priority = task.priority
-    if not isinstance(priority, int | float) or (isinstance(priority, float)
-                                                 and not math.isfinite(priority)):
+    try:
+        finite = math.isfinite(priority)  # any real number type: int, float, Decimal, Fraction
+    except TypeError:
+        finite = False
+    if not finite:
         raise InvalidTask(f"priority must be a whole number between {TASK_MIN_PRIORITY} and "
                           f"{TASK_MAX_PRIORITY}, not {priority!r}")
     if task.run_after is not None and not isinstance(task.run_after, datetime | timedelta):
@@ -463,19 +466,22 @@ def _refuse_wrong_types(task: Task) -> None:
 
 
 def _refuse_unrunnable(task_path: str) -> None:
-    """A task that runners would refuse to import (they fail it without running it) is refused
-    at enqueue, where the mistake is made."""
+    """A task outside the allowed task modules is refused at enqueue, where the mistake is
+    made: runners reading the same setting would fail it without importing it, and
+    get_result() would not import it either."""
     allowed = conf.allowed_task_modules()
     if conf.is_allowed_task_path(task_path, allowed):
         return
-    source = ("REPROQ_ALLOWED_TASK_MODULES" if getattr(settings, "REPROQ_ALLOWED_TASK_MODULES",
-                                                       None) is not None
-              else "the default of REPROQ_ALLOWED_TASK_MODULES (each installed app's tasks "
-                   "module)")
+    if getattr(settings, "REPROQ_ALLOWED_TASK_MODULES", None) is not None:
+        where, fix = "REPROQ_ALLOWED_TASK_MODULES", "add its module to that setting"
+    else:
+        where = ("the default of REPROQ_ALLOWED_TASK_MODULES (each installed app's tasks "
+                 "module)")
+        fix = ("move it into an installed app's tasks module, or list its module in "
+               "REPROQ_ALLOWED_TASK_MODULES")
     raise InvalidTask(
-        f"Task {task_path!r} is outside {source}: {list(allowed)}. Runners import only tasks "
-        "under those modules, so it could never run. Add its module to "
-        "REPROQ_ALLOWED_TASK_MODULES, or move it into an installed app's tasks module.")
+        f"Task {task_path!r} is outside {where}: {list(allowed)}. Runners that use this "
+        f"setting refuse to import it, and get_result() cannot read it back: {fix}.")
 
 
 def _with_fields(task: Task, **changes: Any) -> Task:

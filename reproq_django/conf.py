@@ -119,16 +119,16 @@ def all_queue_aliases() -> list[str]:
     return aliases
 
 
-def postgresql_alias(alias: str) -> str:
+def postgresql_alias(alias: str, named_by: str = "--database") -> str:
     """``alias``, when ``DATABASES`` has it and it is PostgreSQL (the only database a queue
-    lives in); ``ValueError`` naming the problem otherwise (a ``--database`` flag)."""
+    lives in); ``ValueError`` naming the problem and where the alias came from otherwise."""
     from django.db import connections
 
     if alias not in connections.settings:
-        raise ValueError(f"--database {alias!r} is not in DATABASES (which has: "
+        raise ValueError(f"{named_by} {alias!r} is not in DATABASES (which has: "
                          f"{', '.join(sorted(connections.settings))})")
     if connections[alias].vendor != "postgresql":
-        raise ValueError(f"--database {alias!r} is not PostgreSQL (its ENGINE is "
+        raise ValueError(f"{named_by} {alias!r} is not PostgreSQL (its ENGINE is "
                          f"{connections.settings[alias].get('ENGINE')!r}); reproq queues live "
                          "in PostgreSQL")
     return alias

@@ -211,10 +211,10 @@ def _worker(args: argparse.Namespace) -> int:
                   "DJANGO_SETTINGS_MODULE to take the DSN from Django's DATABASES",
                   file=sys.stderr)
             return EXIT_USAGE
-        from reproq_django.cli.worker import dsn_for_alias, queue_database
+        from reproq_django.cli.worker import served_dsn
 
         try:
-            dsn = dsn_for_alias(args.database or queue_database(args.queues))
+            dsn = served_dsn(args.database, args.queues)
         except ValueError as exc:
             print(f"reproq-runner worker: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import connections
 from psycopg.conninfo import make_conninfo
 
 from reproq_runner.cli import add_worker_arguments, run_worker
@@ -17,12 +17,23 @@ _LIBPQ_OPTIONS = {
 }
 
 
-def dsn_for_alias(alias: str | None) -> str:
-    """The libpq DSN of a Django database alias (PostgreSQL only: ``ValueError`` otherwise)."""
+def served_dsn(database: str | None, queues) -> str:
+    """The DSN a runner given no ``--dsn`` serves: of ``--database``, else of the database its
+    ``queues`` route to. ``ValueError`` (a bad flag) when that alias cannot hold a queue, or
+    the queues route to several databases."""
     from reproq_django import conf
 
     _set_up_django()
-    settings_dict = connections[conf.postgresql_alias(alias or DEFAULT_DB_ALIAS)].settings_dict
+    if database:
+        return _dsn_for_alias(conf.postgresql_alias(database))
+    alias = queue_database(queues)
+    return _dsn_for_alias(conf.postgresql_alias(
+        alias, named_by=f"the database --queues {','.join(queues)} route to,"))
+
+
+def _dsn_for_alias(alias: str) -> str:
+    """The libpq DSN of a Django database alias."""
+    settings_dict = connections[alias].settings_dict
     params = {
         "dbname": settings_dict.get("NAME") or None,
         "user": settings_dict.get("USER") or None,
@@ -71,7 +82,7 @@ def handle(command, *, dsn=None, database=None, verbosity=1, **options):
     args = argparse.Namespace(database=database, **options)
     if dsn is None:
         try:
-            dsn = dsn_for_alias(database or queue_database(options["queues"]))
+            dsn = served_dsn(database, options["queues"])
         except ValueError as exc:
             raise CommandError(str(exc), returncode=2) from None  # as a bad flag
     code = run_worker(args, dsn)

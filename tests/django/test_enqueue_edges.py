@@ -4,6 +4,8 @@ written, or stored so that it reads back; found by a review of the backend's edg
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone as fixed_offset
+from decimal import Decimal
+from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -115,10 +117,17 @@ def test_a_task_in_a_module_named_with_non_ascii_letters_is_refused_when_declare
         task(envoyer)
 
 
+@pytest.mark.parametrize("priority", [Decimal("5"), Fraction(5), 5.0, True])
+def test_a_whole_priority_of_any_real_number_type_is_stored_as_an_integer(priority):
+    assert stored(add.using(priority=priority).enqueue(1, 1)).priority == int(priority)
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"priority": "5"}, "priority must be a whole number between -100 and 100, not '5'"),
     ({"priority": float("nan")}, "priority must be a whole number between -100 and 100, not nan"),
     ({"priority": float("inf")}, "priority must be a whole number between -100 and 100, not inf"),
+    ({"priority": Decimal("NaN")}, "priority must be a whole number between -100 and 100, not "
+                                   "Decimal('NaN')"),
     ({"run_after": date(2030, 1, 1)}, "run_after must be an aware datetime or a timedelta, "
                                       "not date datetime.date(2030, 1, 1)"),
     ({"run_after": "2030-01-01T00:00:00Z"}, "run_after must be an aware datetime or a "
@@ -147,11 +156,14 @@ def test_a_task_no_runner_would_import_is_refused_at_enqueue(how):
     assert ("'tests.testapp.runner_tasks.echo' is outside the default of "
             "REPROQ_ALLOWED_TASK_MODULES (each installed app's tasks module): "
             "['tests.testapp.tasks']") in message
+    assert message.endswith("move it into an installed app's tasks module, or list its module "
+                            "in REPROQ_ALLOWED_TASK_MODULES.")
     with override_settings(REPROQ_ALLOWED_TASK_MODULES=["tests.testapp"]):
         assert outside.enqueue(5).status == "READY"
     with override_settings(REPROQ_ALLOWED_TASK_MODULES=["tests.testapp.other_tasks"]):
-        assert "is outside REPROQ_ALLOWED_TASK_MODULES: ['tests.testapp.other_tasks']" in \
-            refused(InvalidTask, lambda: add.enqueue(1, 1))
+        message = refused(InvalidTask, lambda: add.enqueue(1, 1))
+    assert "is outside REPROQ_ALLOWED_TASK_MODULES: ['tests.testapp.other_tasks']" in message
+    assert message.endswith("add its module to that setting.")
 
 
 @pytest.mark.parametrize("queue", ["a,b", " emails", "emails "])

@@ -8,7 +8,7 @@ import sys
 import pytest
 from django.test import override_settings
 
-from reproq_django.cli.worker import queue_database
+from reproq_django.cli.worker import queue_database, served_dsn
 from tests.acceptance.conftest import ROOT
 
 
@@ -47,6 +47,14 @@ def test_a_database_alias_that_cannot_hold_a_queue_is_a_bad_flag(command, alias,
     result = run_reproq(*command, "--database", alias)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_alias_the_queues_route_to_is_named_as_such_not_as_a_flag():
+    with override_settings(REPROQ_QUEUE_DATABASES={"odd": "not_postgresql"}):
+        with pytest.raises(ValueError) as info:
+            served_dsn(None, ["odd"])
+    assert str(info.value).startswith("the database --queues odd route to, 'not_postgresql' "
+                                      "is not PostgreSQL")
 
 
 @pytest.mark.django_db
