@@ -33,6 +33,7 @@ from django.utils.module_loading import import_string
 from reproq_django import conf, serialization
 from reproq_django.results import (
     ReproqTaskResult,
+    django_time,
     enqueued_task_result,
     parse_result_id,
     public_result_id,
@@ -339,7 +340,7 @@ class ReproqBackend(BaseTaskBackend):
             p = group[e.position - 1]
             result_id = public_result_id(alias, e.result_id)
             if e.created:
-                run_after = p.run_after
+                run_after = django_time(p.run_after)
                 task = p.plan.stored_task
                 if run_after is not None and run_after != e.enqueued_at:
                     task = _with_fields(task, run_after=run_after)

@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
+from django.conf import settings
 from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
 from django.tasks.base import TaskError
 from django.tasks.exceptions import TaskResultDoesNotExist
+from django.utils import timezone
 
 from reproq_django import conf, serialization
 from reproq_runner.queries import ClaimedTask, TaskRun
@@ -87,13 +89,22 @@ def parse_result_id(result_id: Any, default_alias: str, known_aliases: list[str]
     return alias, value
 
 
+def django_time(value):
+    """``value`` as Django's own connection reads a timestamptz: with ``USE_TZ = False`` naive
+    in the default time zone (a runner's claims come from a plain psycopg connection, aware;
+    a caller may pass an aware run_after), otherwise unchanged."""
+    if value is None or settings.USE_TZ or timezone.is_naive(value):
+        return value
+    return timezone.make_naive(value, timezone.get_default_timezone())
+
+
 def task_as_stored(task: Task, run: TaskRun | ClaimedTask, backend_alias: str) -> Task:
     """``task`` as this run was enqueued (queue, priority, run_after), without validating it
     again: a stored row is a fact, not a request."""
     stored = object.__new__(type(task))
     for task_field in fields(task):
         object.__setattr__(stored, task_field.name, getattr(task, task_field.name))
-    deferred = run.run_after if run.run_after != run.enqueued_at else None
+    deferred = django_time(run.run_after) if run.run_after != run.enqueued_at else None
     for name, value in (("queue_name", run.queue_name), ("priority", run.priority),
                         ("run_after", deferred), ("backend", backend_alias)):
         object.__setattr__(stored, name, value)
@@ -135,8 +146,8 @@ def running_task_result(stored_task: Task, claimed: ClaimedTask, backend_alias: 
     from the claim itself: ``stored_task`` is the task as stored (:func:`task_as_stored`)."""
     return _new_result(
         task=stored_task, id=result_id, status=TaskResultStatus.RUNNING, raw_status="RUNNING",
-        enqueued_at=claimed.enqueued_at, started_at=claimed.started_at,
-        last_attempted_at=claimed.last_attempted_at, finished_at=None,
+        enqueued_at=django_time(claimed.enqueued_at), started_at=django_time(claimed.started_at),
+        last_attempted_at=django_time(claimed.last_attempted_at), finished_at=None,
         args=serialization.decode(claimed.args, fetch_models=False),
         kwargs=serialization.decode(claimed.kwargs, fetch_models=False),
         backend=backend_alias, errors=[task_error(entry) for entry in claimed.errors_json],

@@ -45,6 +45,12 @@ _PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))
 _BIG_FLOAT = 1e16
 
 
+def _float_needs_envelope(value: float) -> bool:
+    """A float jsonb would not give back as itself: from 1e16 on (an integer), and -0.0
+    (numeric has no negative zero)."""
+    return abs(value) >= _BIG_FLOAT or (value == 0.0 and math.copysign(1.0, value) < 0)
+
+
 def encode_call(args: Sequence[Any], kwargs: dict[str, Any]
                 ) -> tuple[list[Any], Any, list[Any], Any]:
     """A task call's arguments as stored, and as a result shows them: ``(encoded args,
@@ -55,12 +61,12 @@ def encode_call(args: Sequence[Any], kwargs: dict[str, Any]
     plain = _PLAIN_TYPES
     encoded_args = list(args)
     for value in encoded_args:
-        if type(value) not in plain or (type(value) is float and abs(value) >= _BIG_FLOAT):
+        if type(value) not in plain or (type(value) is float and _float_needs_envelope(value)):
             break
     else:
         for key, value in kwargs.items():
             if (type(value) not in plain or type(key) is not str or key == TYPE_KEY
-                    or (type(value) is float and abs(value) >= _BIG_FLOAT)):
+                    or (type(value) is float and _float_needs_envelope(value))):
                 break
         else:
             return encoded_args, kwargs, encoded_args, kwargs
@@ -73,7 +79,7 @@ def encode_call(args: Sequence[Any], kwargs: dict[str, Any]
 def encode(value: Any) -> Any:
     """``value`` as plain JSON data, typed values wrapped in envelopes."""
     match value:
-        case float() if abs(value) >= _BIG_FLOAT and math.isfinite(value):
+        case float() if _float_needs_envelope(value) and math.isfinite(value):
             return {TYPE_KEY: "float", "value": float.__repr__(value)}
         case None | bool() | int() | float() | str():
             return value

@@ -172,7 +172,8 @@ class _Attempt:
             return self._finish_failed(sender, running, exc, retry=True)
         try:
             return_json, stored_value = return_value_as_json(value)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # a cycle, or nested too deep
+            # The function ran: a value JSON cannot store fails for good, never runs it again.
             return self._finish_failed(sender, running, exc, retry=False)
         _mark_succeeded(running, stored_value)
         _send(sender, "task_finished", running)
@@ -210,8 +211,13 @@ class _Attempt:
         return task.call(*args, **kwargs)
 
     def _context(self, running):
+        def save(metadata: dict) -> None:
+            self._save_metadata(metadata)
+            # task_finished receivers, and the context's task_result, see what was saved.
+            object.__setattr__(running, "metadata", dict(metadata))
+
         return ReproqTaskContext(task_result=running, metadata=dict(running.metadata),
-                                 _saver=self._save_metadata)
+                                 _saver=save)
 
     def _save_metadata(self, metadata: dict) -> None:
         with connections[self.alias].cursor() as cursor:
@@ -242,9 +248,18 @@ def error_of(exc: BaseException) -> dict[str, str]:
     cls = type(exc)
     return {
         "exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
-        "message": str(exc),
+        "message": _message_of(exc),
         "traceback": "".join(format_exception(exc)),
     }
+
+
+def _message_of(exc: BaseException) -> str:
+    """``str(exc)``; an exception whose ``__str__`` raises is still recorded as itself, as
+    the traceback module shows it."""
+    try:
+        return str(exc)
+    except Exception:
+        return "<exception str() failed>"
 
 
 def failed(exc: BaseException, retry: bool) -> Failed:

@@ -80,7 +80,7 @@ class Engine:
                         recorded: Recorded) -> None:
         try:
             status = queries.fail(cursor, task.result_id, task.lease_token,
-                                  queries.without_nul(outcome.error),
+                                  queries.storable_diagnostics(outcome.error),
                                   retry=_retries(outcome))
         except (LeaseLost, TaskNotFound):
             self._note_lease_lost(task, recorded)

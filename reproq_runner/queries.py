@@ -161,16 +161,21 @@ def dumps_json(value: Any) -> str:
     return text
 
 
-def without_nul(value: Any) -> Any:
-    """``value`` with every NUL character in its strings (keys too) written as ``\\x00``:
-    for diagnostics (error messages, tracebacks), which must be stored whatever they contain;
-    task data is refused instead (:func:`dumps_json`)."""
+def storable_diagnostics(value: Any) -> Any:
+    """``value`` with every NUL character in its strings (keys too) written as ``\\x00`` and
+    every lone surrogate as its ``\\udcXX`` escape: for diagnostics (error messages,
+    tracebacks), which must be stored whatever they contain (a message built from a file name
+    with ``os.fsdecode`` holds surrogates); task data is refused instead (:func:`dumps_json`)."""
     if isinstance(value, str):
-        return value.replace("\x00", "\\x00") if "\x00" in value else value
+        if "\x00" in value:
+            value = value.replace("\x00", "\\x00")
+        if not value.isascii():
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
     if isinstance(value, dict):
-        return {without_nul(k): without_nul(v) for k, v in value.items()}
+        return {storable_diagnostics(k): storable_diagnostics(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [without_nul(v) for v in value]
+        return [storable_diagnostics(v) for v in value]
     return value
 
 

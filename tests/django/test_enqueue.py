@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -168,6 +169,15 @@ class TestArguments:
         result.refresh()
         assert result.return_value["args"] == ["float", "float"]
         assert result.return_value["kwargs"] == {"big": "float"}
+
+    def test_negative_zero_stays_negative(self, drain):
+        """jsonb's numeric has no -0.0: it arrived at the task as 0.0."""
+        result = describe.enqueue(-0.0, 0.0, z=-0.0)
+        fetched = default_task_backend.get_result(result.id)
+        assert [math.copysign(1, v) for v in (*fetched.args, fetched.kwargs["z"])] == [-1, 1, -1]
+        drain()
+        result.refresh()
+        assert result.return_value["repr"] == ["-0.0", "0.0", "z=-0.0"]
 
     def test_model_instances_are_stored_as_references(self):
         customer = Customer.objects.create(name="Ada")

@@ -89,6 +89,15 @@ def test_naive_times_without_use_tz_are_stored_alike_by_single_and_bulk_enqueue(
             assert cursor.fetchone()[0] == timedelta(hours=1)
 
 
+@override_settings(USE_TZ=False, TIME_ZONE="America/New_York")
+def test_without_use_tz_an_aware_run_after_reads_back_equal_to_the_enqueued_result():
+    """The enqueued result kept the caller's aware time; get_result shows it naive local, as
+    Django's connection reads it, so the two results differed."""
+    result = add.using(run_after=datetime(2030, 1, 1, 12, tzinfo=UTC)).enqueue(1, 2)
+    assert result.task.run_after == datetime(2030, 1, 1, 7)  # EST is UTC-5
+    assert result == default_task_backend.get_result(result.id)
+
+
 # -- text and JSON PostgreSQL cannot hold ---------------------------------------------------------
 
 @pytest.mark.parametrize(("name", "value"), [("lock_key", "a\x00b"), ("lock_key", "a\udc80"),

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.django_db
     ((), {"__reproq__": 1}),
     ((b"bytes",), {"k": b"v"}),
     ((1e16, -2.5e300, 1e15), {"big": 1e20}),
+    ((-0.0, 0.0), {"z": -0.0}),
 ])
 def test_encode_call_is_encode_then_decode(args, kwargs):
     encoded_args = serialization.encode(list(args))

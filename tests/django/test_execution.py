@@ -26,8 +26,11 @@ from tests.testapp.tasks import (
     exits,
     fail_always,
     interrupts,
+    raises_about_a_file_name,
+    raises_unprintable,
     record_call,
     remember,
+    returns_cycle,
     returns_nan,
     returns_unstorable,
 )
@@ -106,6 +109,91 @@ def test_an_unstorable_return_value_fails_for_good(drain, task, message):
     result = finished(result)
     assert result.status == TaskResultStatus.FAILED and result.attempts == 1
     assert message in result.errors[0].traceback
+
+
+def test_a_return_value_that_contains_itself_fails_for_good_without_running_again(drain):
+    """normalize_json's RecursionError went to the executor's own-bug path, which retries:
+    the function ran again for each attempt, and task_finished was never sent."""
+    events.calls.clear()
+    finishes = []
+    task_finished.connect(record := lambda sender, task_result, **kw: finishes.append(
+        task_result.status))
+    try:
+        result = returns_cycle.enqueue("once")
+        drain()
+    finally:
+        task_finished.disconnect(record)
+    result = finished(result)
+    assert result.status == TaskResultStatus.FAILED and result.attempts == 1
+    assert result.errors[0].exception_class_path == "builtins.RecursionError"
+    assert events.calls == ["once"] and finishes == [TaskResultStatus.FAILED]
+
+
+def test_an_exception_whose_str_raises_is_recorded_as_itself(drain):
+    """error_of called str(exc): the attempt was recorded as the executor's RuntimeError."""
+    result = raises_unprintable.enqueue()
+    drain()
+    [error] = finished(result).errors
+    assert error.exception_class_path == "tests.testapp.tasks.UnprintableError"
+    assert "UnprintableError: <exception str() failed>" in error.traceback
+    with connection.cursor() as cursor:
+        run = queries.get_task_run(cursor, int(result.id))
+    assert run.status == "READY" and run.errors_json[0]["message"] == "<exception str() failed>"
+
+
+def test_a_lone_surrogate_in_an_error_message_is_stored_escaped_and_retried(drain):
+    """A message built with os.fsdecode holds a lone surrogate, which jsonb refuses: the
+    outcome could not be stored (UnstorableOutcome in a runner, the real error lost and no
+    retry; run_once raised InvalidSpec and left the batch RUNNING)."""
+    other = add.enqueue(1, 2)
+    result = raises_about_a_file_name.enqueue()
+    drain()
+    assert finished(other).status == TaskResultStatus.SUCCESSFUL
+    with connection.cursor() as cursor:
+        run = queries.get_task_run(cursor, int(result.id))
+    assert run.status == "READY" and run.attempts == 1
+    [error] = run.errors_json
+    assert error["exception_class_path"] == "builtins.FileNotFoundError"
+    assert error["message"] == "missing input report-\\udcff.csv"
+
+
+def test_task_finished_sees_the_metadata_the_task_saved(drain):
+    seen = []
+    task_finished.connect(record := lambda sender, task_result, **kw: seen.append(
+        task_result.metadata))
+    try:
+        result = remember.enqueue("hello")
+        drain()
+    finally:
+        task_finished.disconnect(record)
+    assert seen == [{"note": "hello", "attempt": 1}] == [finished(result).metadata]
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(USE_TZ=False, TIME_ZONE="America/New_York")
+def test_without_use_tz_a_runner_shows_the_naive_local_times_get_result_shows(queue_name):
+    """A runner claims on a plain psycopg connection (aware times): the running result showed
+    UTC-aware times beside a naive local finished_at (subtracting them raised TypeError)."""
+    import psycopg
+
+    seen = []
+    due_since = datetime(2000, 1, 1, 7)  # naive: the default time zone's, and due at once
+    result = add.using(queue_name=queue_name, run_after=due_since).enqueue(1, 2)
+    task_finished.connect(record := lambda sender, task_result, **kw: seen.append(task_result))
+    settings = connection.settings_dict
+    try:
+        with psycopg.connect(dbname=settings["NAME"], host=settings["HOST"],
+                             port=settings["PORT"], user=settings["USER"],
+                             autocommit=True) as runner_connection:
+            assert run_once(runner_connection, DjangoExecutor(), [queue_name]) == 1
+    finally:
+        task_finished.disconnect(record)
+    [running] = seen
+    stored = default_task_backend.get_result(result.id)
+    names = ("enqueued_at", "started_at", "last_attempted_at")
+    assert [getattr(running, name) for name in names] == [getattr(stored, name) for name in names]
+    assert running.task.run_after == stored.task.run_after == due_since
+    assert running.finished_at - running.started_at >= timedelta(0)
 
 
 def test_context_attempt_result_and_saved_metadata(drain):

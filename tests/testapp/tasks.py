@@ -67,6 +67,29 @@ def returns_nan():
 
 
 @task
+def returns_cycle(label):
+    events.calls.append(label)
+    node = {"children": []}
+    node["children"].append({"parent": node})
+    return node
+
+
+class UnprintableError(Exception):
+    def __str__(self):
+        raise RuntimeError("no message for you")
+
+
+@task
+def raises_unprintable():
+    raise UnprintableError()
+
+
+@task
+def raises_about_a_file_name():
+    raise FileNotFoundError(f"missing input {os.fsdecode(b'report-\xff.csv')}")
+
+
+@task
 def record_call(label):
     events.calls.append(label)
     return label
