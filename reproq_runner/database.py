@@ -32,9 +32,17 @@ TCP_DEFAULTS = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval
 # OperationalError), and a read-only server (25006: a failover that reached a standby,
 # default_transaction_read_only during maintenance). The call is retried on a new connection
 # after the backoff; what it carried (claimed tasks, finished outcomes) is kept meanwhile.
-# Any other error is about what the call sent.
+# Any other error is about what the call sent, and so is class 54 (program limit exceeded:
+# a value or a batch too large for PostgreSQL, "total size of jsonb array elements exceeds
+# the maximum"), although psycopg counts it an OperationalError: retried as it is, it would
+# fail forever and hold back every later outcome.
 UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError,
                psycopg.errors.ReadOnlySqlTransaction)
+
+
+def refuses_what_was_sent(exc: BaseException) -> bool:
+    """Whether an :data:`UNAVAILABLE` error is about the data all the same (class 54)."""
+    return (getattr(exc, "sqlstate", None) or "").startswith("54")
 
 
 class Backoff:
@@ -118,6 +126,8 @@ class Database:
             with self.connection.cursor() as cursor:
                 return True, action(cursor, *args, **kwargs)
         except UNAVAILABLE as exc:
+            if refuses_what_was_sent(exc):
+                raise
             self._lost(exc)
             return False, None
 

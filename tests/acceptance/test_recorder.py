@@ -108,3 +108,46 @@ def test_outcomes_come_back_unstored_while_the_database_is_read_only(dsn, cur):
     assert [t.result_id for r in batch.recorded for t in r.succeeded] == [result_id]
     run = queries.get_task_run(cur, result_id)
     assert (run.status, run.return_json, run.errors_json) == ("SUCCESSFUL", "ok", [])
+
+
+class _TooBigForOneCall:
+    """An engine whose record() PostgreSQL refuses with class 54 (program limit exceeded),
+    as it refuses a complete_many whose JSON values total over 256 MB: for batches of more
+    than one outcome, or for every success (a return value too large even alone)."""
+
+    def __init__(self, *, even_alone: bool):
+        self.engine = Engine("recorder-test", ("default",), 60)
+        self.even_alone = even_alone
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def record(self, cursor, outcomes):
+        too_big = self.even_alone and any(isinstance(o, Succeeded) for _, o in outcomes)
+        if len(outcomes) > 1 or too_big:
+            cursor.execute("do $$ begin raise exception 'total size of jsonb array elements "
+                           "exceeds the maximum' using errcode = '54000'; end $$")
+        return self.engine.record(cursor, outcomes)
+
+
+def test_a_batch_too_large_for_postgresql_is_stored_one_by_one_not_retried_forever(dsn, cur):
+    """psycopg counts class 54 an OperationalError: the recorder took it for an outage and
+    sent the same batch again every few seconds, forever, holding back every later outcome
+    (the tasks stayed RUNNING while the heartbeat renewed their leases)."""
+    ids = [enqueue(cur, "echo", [n]) for n in range(3)]
+    for even_alone, statuses in ((False, ["SUCCESSFUL"] * 3), (True, ["FAILED"] * 3)):
+        engine = _TooBigForOneCall(even_alone=even_alone)
+        claimed = engine.claim(cur, 3)
+        recorder, _ = _recorder(dsn, engine)
+        try:
+            recorder.submit([(task, Succeeded(str(n))) for n, task in enumerate(claimed)])
+            [batch] = recorder.wait(timeout=30)
+        finally:
+            recorder.close()
+        assert batch.unstored == [] and recorder.db.outage_started is None
+        runs = [queries.get_task_run(cur, task.result_id) for task in claimed]
+        assert [r.status for r in runs] == statuses
+        if even_alone:
+            assert {r.errors_json[0]["exception_class_path"] for r in runs} == {
+                "reproq_runner.errors.UnstorableOutcome"}
+        ids += [enqueue(cur, "echo", [n]) for n in range(3)]
