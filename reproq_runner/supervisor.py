@@ -135,7 +135,12 @@ class Supervisor:
             target=child_module.main, name="reproq-child", daemon=True,
             args=(self.executor_factory, task_read, result_write, gate),
         )
-        process.start()
+        try:
+            _start_through_the_forkserver(process)
+        except BaseException:
+            for end in (task_read, task_write, result_read, result_write):
+                end.close()
+            raise
         task_read.close()
         result_write.close()
         task_fd = os.dup(task_write.fileno())
@@ -421,7 +426,7 @@ class Supervisor:
             # Died before it was ready without saying why (a crash in an import, an OOM kill).
             self._setup_failed(f"exited during setup ({_describe(exitcode)})")
         if not self.stopping:
-            self._spawn()
+            self._replace()
         if task is None:
             if kind is None and child.ready:
                 log.warning("idle child %s exited (%s)%s", child.pid, _describe(exitcode),
@@ -430,6 +435,15 @@ class Supervisor:
         duration = time.monotonic() - child.started
         return Finished(task, _failure_for(kind, task, exitcode, duration), kind or CRASHED,
                         duration)
+
+    def _replace(self) -> None:
+        """Start a child in place of one that exited. One that cannot be started at all (the
+        forkserver died and could not be started again) stops the runner as a child that
+        cannot set up does: the exited child's task is still recorded."""
+        try:
+            self._spawn()
+        except OSError as exc:
+            self._setup_failed(f"could not be started ({type(exc).__name__}: {exc})")
 
     def _setup_failed(self, what: str) -> None:
         """A child could not set up (``what`` says how). Before any child was ready the runner
@@ -470,6 +484,25 @@ class Supervisor:
 
 def _in_pages(frame: bytes) -> int:
     return -(-len(frame) // PAGE) * PAGE
+
+
+# A forkserver killed from outside (the OOM killer, a task killing its parent) takes its
+# children with it; multiprocessing starts a new one on the next start, but only once it can
+# reap the old one, which may be a moment after its socket closed (connect() refused).
+_FORKSERVER_RESTART_SECONDS = 2.0
+
+
+def _start_through_the_forkserver(process: multiprocessing.process.BaseProcess) -> None:
+    deadline = time.monotonic() + _FORKSERVER_RESTART_SECONDS
+    while True:
+        try:
+            process.start()
+            return
+        except (ConnectionRefusedError, FileNotFoundError, BrokenPipeError,
+                ConnectionResetError):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _pipe_room(fd: int) -> int:

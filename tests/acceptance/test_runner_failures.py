@@ -250,6 +250,21 @@ def test_crashing_children_fail_only_their_task(cur, start_runner):
     assert_runner_still_works(cur)
 
 
+@pytest.mark.parametrize("concurrency", ["1", "3"])
+def test_a_killed_forkserver_is_started_again_and_the_crash_recorded(cur, start_runner,
+                                                                       concurrency):
+    """Replacing the child whose forkserver died raised ConnectionRefusedError when it came
+    before the dead forkserver could be reaped: the runner exited with a traceback and the
+    task's crash was never recorded."""
+    killer = enqueue(cur, "kill_the_forkserver", max_attempts=1)
+    runner = start_runner("--concurrency", concurrency)
+    wait_for(lambda: status_of(cur, killer) == "FAILED", message="the crash recorded")
+    assert last_error(cur, killer)["exception_class_path"] == "reproq.WorkerCrashed"
+    assert_runner_still_works(cur)
+    assert runner.process.poll() is None, runner.log()
+    assert "Traceback" not in runner.log()
+
+
 def test_child_crash_is_retried_when_attempts_remain(cur, start_runner):
     result_id = enqueue(cur, "exit_process", [3], max_attempts=2)
     start_runner("--concurrency", "1")

@@ -72,6 +72,14 @@ def exit_process(code=7):
 
 
 @task
+def kill_the_forkserver():
+    """Kill this child's parent, the forkserver (as the OOM killer might): the child dies with
+    it, and so would every child the forkserver started."""
+    os.kill(os.getppid(), 9)
+    time.sleep(60)
+
+
+@task
 def segfault():
     ctypes.string_at(0)
 
