@@ -554,10 +554,10 @@ class Runner:
 
     def _check_stop_deadline(self, now: float) -> None:
         if self.stop_deadline is not None and now >= self.stop_deadline:
-            if self.supervisor.running_count():
+            stopped = self.supervisor.stop_running()  # those not being killed already
+            if stopped:
                 log.warning("shutdown timeout reached: stopping %d running task(s); they go "
-                            "back to the queue", self.supervisor.running_count())
-                self.supervisor.stop_running()
+                            "back to the queue", stopped)
 
     def _done(self) -> bool:
         if not self.draining:

@@ -322,11 +322,15 @@ class Supervisor:
                 running.add(child.current.result_id)
         return running, withdrawn
 
-    def stop_running(self) -> None:
-        """Shutdown deadline passed: kill every child still running a task."""
+    def stop_running(self) -> int:
+        """Shutdown deadline passed: kill every child still running a task, but not one being
+        killed already; returns how many it killed."""
+        killed = 0
         for child in self.busy_children():
             if child.kill_kind is None:
                 self.kill(child, STOPPED)
+                killed += 1
+        return killed
 
     def kill(self, child: Child, kind: str) -> None:
         child.kill_kind = kind

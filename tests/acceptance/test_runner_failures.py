@@ -124,6 +124,8 @@ def test_sigterm_finishes_short_tasks_and_hands_back_long_ones(cur, start_runner
     handed_back = queries.get_task_run(cur, long)
     assert (handed_back.status, handed_back.attempts, handed_back.worker_ids) == ("READY", 0, [])
     assert handed_back.errors_json == []
+    # Once: the loop logged it again on every turn until the killed child's exit was read.
+    assert runner.log().count("shutdown timeout reached: stopping 1 running task(s)") == 1
 
 
 def test_sigterm_hands_back_the_tasks_queued_in_a_child_too(cur, start_runner, tmp_path):
