@@ -304,10 +304,13 @@ class ReproqBackend(BaseTaskBackend):
             by_alias.setdefault(p.plan.alias, []).append(index)
         results: list[ReproqTaskResult | None] = [None] * len(prepared)
         with ExitStack() as stack:
-            # Several queue databases roll back together.
-            for alias in by_alias:
+            # Several queue databases roll back together. They are written in one fixed order:
+            # two bulks holding each other's uncommitted rows in two databases would wait for
+            # each other forever, a deadlock no one database can see.
+            ordered = sorted(by_alias.items())
+            for alias, _ in ordered:
                 stack.enter_context(transaction.atomic(using=alias))
-            for alias, indexes in by_alias.items():
+            for alias, indexes in ordered:
                 try:
                     stored = self._store_on(alias, connections[alias],
                                             [prepared[i] for i in indexes], config)
@@ -417,9 +420,12 @@ def _enqueue_cursor(connection):
     check, the time zone of ``create_cursor``) over a psycopg cursor that sends the parameters
     apart. It prepares statements only when the connection's ``prepare_threshold`` asks, as
     Django's own server-side cursors do. While queries are logged (``DEBUG``,
-    ``assertNumQueries``) Django's cursor is used as it is, so the log shows the values."""
+    ``assertNumQueries``) Django's cursor is used as it is, so the log shows the values, and
+    so it is for a connection whose ``OPTIONS`` name a ``cursor_factory`` of their own."""
+    options = connection.settings_dict["OPTIONS"]
     if (not is_psycopg3 or connection.vendor != "postgresql" or connection.queries_logged
-            or connection.settings_dict["OPTIONS"].get("server_side_binding") is True
+            or options.get("server_side_binding") is True
+            or options.get("cursor_factory") is not None  # a tracing or binding choice
             or not _makes_cursors_as_django_does(connection)):
         return connection.cursor()
     connection.close_if_health_check_failed()

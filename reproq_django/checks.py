@@ -16,8 +16,6 @@ reproq.W003    the reproq schema is missing or older than the code, and ``migrat
                migrations to apply (a warning, so ``migrate`` itself is not blocked)
 reproq.W004    a queue database other than ``default`` and no ``ReproqRouter`` in
                ``DATABASE_ROUTERS``: ``migrate`` would not create the queue there
-reproq.W002    several queue databases but ``REPROQ_RESULT_ID_WITH_ALIAS = False``: results of
-               queues outside the default database cannot be looked up by id
 reproq.W005    the reproq schema is newer than the code (a rollback, or code not yet deployed)
 =============  ==============================================================================
 
@@ -98,12 +96,6 @@ def check_queue_databases(app_configs=None, **kwargs):
             hint=f"Add {ROUTER!r} to DATABASE_ROUTERS (or a router of your own that sends "
                  "reproq_django's migrations there).",
             id="reproq.W004"))
-    if len(conf.all_queue_aliases()) > 1 and not conf.result_id_with_alias():
-        errors.append(checks.Warning(
-            "several reproq queue databases are configured but REPROQ_RESULT_ID_WITH_ALIAS "
-            "is False: get_result() looks plain ids up in the default queue database only.",
-            hint="Remove REPROQ_RESULT_ID_WITH_ALIAS (it defaults to True here).",
-            id="reproq.W002"))
     return errors
 
 

@@ -72,8 +72,15 @@ class ReproqTaskContext(TaskContext):
 
 
 def public_result_id(alias: str, result_id: int) -> str:
-    """The id Django code sees: ``"123"``, or ``"alias:123"`` with REPROQ_RESULT_ID_WITH_ALIAS."""
-    return f"{alias}:{result_id}" if conf.result_id_with_alias() else str(result_id)
+    """The id Django code sees: ``"123"``, or ``"alias:123"`` (see :func:`ids_name_alias`)."""
+    return f"{alias}:{result_id}" if ids_name_alias(alias) else str(result_id)
+
+
+def ids_name_alias(alias: str) -> bool:
+    """Whether result ids of tasks in ``alias`` read ``alias:id``: with
+    REPROQ_RESULT_ID_WITH_ALIAS, and always outside the default queue database, where a plain
+    id is looked up (a plain id of another database would name a task there)."""
+    return conf.result_id_with_alias() or alias != conf.default_db_alias()
 
 
 def parse_result_id(result_id: Any, default_alias: str, known_aliases: list[str]) -> tuple[str, int]:

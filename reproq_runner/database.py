@@ -32,16 +32,16 @@ TCP_DEFAULTS = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval
 # OperationalError), and a read-only server (25006: a failover that reached a standby,
 # default_transaction_read_only during maintenance). The call is retried on a new connection
 # after the backoff; what it carried (claimed tasks, finished outcomes) is kept meanwhile.
-# Any other error is about what the call sent, and so is class 54 (program limit exceeded:
-# a value or a batch too large for PostgreSQL, "total size of jsonb array elements exceeds
-# the maximum"), although psycopg counts it an OperationalError: retried as it is, it would
-# fail forever and hold back every later outcome.
+# Any other error is about what the call sent.
 UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError,
                psycopg.errors.ReadOnlySqlTransaction)
 
 
-def refuses_what_was_sent(exc: BaseException) -> bool:
-    """Whether an :data:`UNAVAILABLE` error is about the data all the same (class 54)."""
+def too_large(exc: BaseException) -> bool:
+    """Class 54, program limit exceeded, which psycopg counts an OperationalError: for the
+    outcomes the recorder stores, a value or a batch too large for PostgreSQL ("total size of
+    jsonb array elements exceeds the maximum"), which would fail however often it was sent.
+    (For calls that notify, 54000 is also a full NOTIFY queue, which passes: an outage.)"""
     return (getattr(exc, "sqlstate", None) or "").startswith("54")
 
 
@@ -82,8 +82,12 @@ class Database:
     """
 
     def __init__(self, dsn: str, *, name: str = "main", prepare: bool = True,
-                 on_connect: Callable[[psycopg.Connection], None] | None = None) -> None:
+                 on_connect: Callable[[psycopg.Connection], None] | None = None,
+                 refused: Callable[[BaseException], bool] = lambda exc: False) -> None:
+        """``refused`` picks the :data:`UNAVAILABLE` errors that are about what was sent all
+        the same: ``call`` raises those instead of waiting for the database."""
         self.dsn = dsn
+        self.refused = refused
         self.name = name
         self.prepare = prepare
         self.on_connect = on_connect
@@ -126,7 +130,7 @@ class Database:
             with self.connection.cursor() as cursor:
                 return True, action(cursor, *args, **kwargs)
         except UNAVAILABLE as exc:
-            if refuses_what_was_sent(exc):
+            if self.refused(exc):
                 raise
             self._lost(exc)
             return False, None

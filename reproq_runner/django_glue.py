@@ -32,8 +32,8 @@ from django.utils import module_loading, timezone
 from django.utils.json import normalize_json
 
 from reproq_django import conf, serialization
-from reproq_django.results import (ReproqTaskContext, running_task_result, task_as_stored,
-                                   task_error)
+from reproq_django.results import (ReproqTaskContext, ids_name_alias, running_task_result,
+                                   task_as_stored, task_error)
 from reproq_runner import queries
 from reproq_runner.outcome import Failed, Outcome, Succeeded
 from reproq_runner.queries import ClaimedTask
@@ -102,7 +102,7 @@ class DjangoExecutor:
         route = self._routes.get(queue_name)
         if route is None:
             alias = self.database or conf.database_for_queue(queue_name)
-            route = self._routes[queue_name] = (alias, conf.result_id_with_alias())
+            route = self._routes[queue_name] = (alias, ids_name_alias(alias))
         return route
 
     def stored_task(self, task, claimed: ClaimedTask):

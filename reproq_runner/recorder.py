@@ -15,7 +15,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from reproq_runner.database import Database
+from reproq_runner.database import Database, too_large
 from reproq_runner.engine import Engine, Recorded
 from reproq_runner.errors import ReproqError, UnstorableOutcome
 from reproq_runner.outcome import Failed, Outcome, Succeeded
@@ -36,7 +36,8 @@ class BatchResult:
 
 class Recorder:
     def __init__(self, dsn: str, engine: Engine, *, prepare: bool, wakeup_fd: int) -> None:
-        self.db = Database(dsn, name="recording", prepare=prepare)
+        # complete_many and fail send no notification: a class 54 error is their data's size.
+        self.db = Database(dsn, name="recording", prepare=prepare, refused=too_large)
         self.engine = engine
         self.wakeup_fd = wakeup_fd
         self._jobs: queue.SimpleQueue[Outcomes | None] = queue.SimpleQueue()

@@ -446,7 +446,7 @@ class Supervisor:
         cannot set up does: the exited child's task is still recorded."""
         try:
             self._spawn()
-        except OSError as exc:
+        except (OSError, EOFError) as exc:  # EOFError: the forkserver died mid-start
             self._setup_failed(f"could not be started ({type(exc).__name__}: {exc})")
 
     def _setup_failed(self, what: str) -> None:
@@ -503,7 +503,7 @@ def _start_through_the_forkserver(process: multiprocessing.process.BaseProcess) 
             process.start()
             return
         except (ConnectionRefusedError, FileNotFoundError, BrokenPipeError,
-                ConnectionResetError):
+                ConnectionResetError, EOFError):  # EOFError: it died after taking the request
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.05)

@@ -72,7 +72,8 @@ DATABASES = {
 
 DATABASE_ROUTERS = ["reproq_django.db_router.ReproqRouter"]
 REPROQ_QUEUE_DATABASES = {"remote-*": "queues"}
-# Plain numeric ids unless a test turns alias-prefixed ids on.
+# Plain numeric ids in the default queue database unless a test turns alias-prefixed ids on
+# (ids of tasks in "queues" read "queues:<id>" whatever this says).
 REPROQ_RESULT_ID_WITH_ALIAS = False
 
 TASKS = {
@@ -82,6 +83,3 @@ TASKS = {
         "OPTIONS": {},
     },
 }
-# Tests keep plain ids for the default queue database; the multi-database tests turn the
-# alias prefix on where they look remote results up.
-SILENCED_SYSTEM_CHECKS = ["reproq.W002"]

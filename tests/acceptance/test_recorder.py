@@ -3,6 +3,7 @@
 import os
 
 from reproq_runner import queries
+from reproq_runner.database import Database
 from reproq_runner.engine import Engine
 from reproq_runner.outcome import Failed, Succeeded
 from reproq_runner.recorder import Recorder
@@ -151,3 +152,17 @@ def test_a_batch_too_large_for_postgresql_is_stored_one_by_one_not_retried_forev
             assert {r.errors_json[0]["exception_class_path"] for r in runs} == {
                 "reproq_runner.errors.UnstorableOutcome"}
         ids += [enqueue(cur, "echo", [n]) for n in range(3)]
+
+
+def test_class_54_is_an_outage_for_the_runners_own_calls(dsn):
+    """A full NOTIFY queue is 54000 too: release() (which notifies) must wait for it to drain,
+    as for an outage, not stop the runner; only the recorder's calls take class 54 for data
+    too large to store."""
+    full_queue = ("do $$ begin raise exception 'too many notifications in the NOTIFY queue' "
+                  "using errcode = '54000'; end $$")
+    db = Database(dsn)
+    try:
+        assert db.call(lambda cursor: cursor.execute(full_queue)) == (False, None)
+        assert db.outage_started is not None
+    finally:
+        db.close()

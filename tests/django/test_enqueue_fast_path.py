@@ -39,10 +39,12 @@ pytestmark = pytest.mark.django_db
 def test_encode_call_is_encode_then_decode(args, kwargs):
     encoded_args = serialization.encode(list(args))
     encoded_kwargs = serialization.encode(dict(kwargs))
-    assert serialization.encode_call(args, dict(kwargs)) == (
-        encoded_args, encoded_kwargs,
-        serialization.decode(encoded_args, fetch_models=False),
-        serialization.decode(encoded_kwargs, fetch_models=False))
+    expected = (encoded_args, encoded_kwargs,
+                serialization.decode(encoded_args, fetch_models=False),
+                serialization.decode(encoded_kwargs, fetch_models=False))
+    # repr too: == takes -0.0 for 0.0
+    assert serialization.encode_call(args, dict(kwargs)) == expected
+    assert repr(serialization.encode_call(args, dict(kwargs))) == repr(expected)
 
 
 def test_dict_keys_are_written_as_json_writes_them():

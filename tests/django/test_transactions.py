@@ -10,9 +10,11 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.db import connection, connections, transaction
 from django.tasks import TaskResultStatus, default_task_backend
+from django.tasks.signals import task_started
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.test import AsyncClient, override_settings
 
+from reproq_django.backend import ReproqBackend
 from reproq_runner import queries
 from tests import pg
 from tests.testapp.tasks import add, echo
@@ -112,6 +114,46 @@ class TestSeveralQueueDatabases:
         assert default_task_backend.get_result(remote.id) == remote
         assert default_task_backend.get_result(local.id) == local
 
+    def test_ids_of_other_databases_carry_their_alias_whatever_the_setting(self, queue_name,
+                                                                           drain):
+        """With REPROQ_RESULT_ID_WITH_ALIAS = False a remote task's id was a plain number,
+        which get_result() and cancel() looked up in the default database: they read, and
+        cancelled, the task there that had the same number."""
+        seen = []
+        task_started.connect(record := lambda sender, task_result, **kw: seen.append(
+            task_result.id))
+        try:
+            for _ in range(3):  # numbers the two databases both use
+                local = add.using(queue_name=queue_name).enqueue(1, 1)
+                remote = add.using(queue_name=f"remote-{queue_name}").enqueue(2, 2)
+            assert ":" not in local.id and remote.id == f"queues:{row(remote.id, 'queues').result_id}"
+            assert default_task_backend.get_result(remote.id) == remote
+            assert default_task_backend.cancel(remote.id) == "CANCELLED"
+            assert row(remote.id, "queues").status == "CANCELLED"
+            assert row(local.id).status == "READY"
+            other = add.using(queue_name=f"remote-{queue_name}").enqueue(3, 3)
+            drain(f"remote-{queue_name}", alias="queues")
+        finally:
+            task_started.disconnect(record)
+        assert seen == [other.id]  # the runner's results name the database too
+
+    def test_bulks_write_their_databases_in_one_order_whatever_the_call_order(self,
+                                                                              monkeypatch):
+        """In the order of the caller's list, two bulks listing the same work in opposite
+        orders each held a row the other waited for, in two databases: no deadlock detector
+        sees that, and both waited forever."""
+        written = []
+        store_on = ReproqBackend._store_on
+
+        def recording(backend, alias, *args):
+            written.append(alias)
+            return store_on(backend, alias, *args)
+
+        monkeypatch.setattr(ReproqBackend, "_store_on", recording)
+        default_task_backend.bulk_enqueue([(add.using(queue_name="remote-z"), (9, 1), {}),
+                                           (add, (9, 2), {})])
+        assert written == ["default", "queues"]
+
     def test_bulk_enqueue_across_databases_is_all_or_nothing(self):
         calls = [(add.using(queue_name="remote-y"), (7, 7), {}),
                  (add, (7, 8), {"concurrency_limit": 3})]  # refused by SQL on "default"
@@ -119,3 +161,27 @@ class TestSeveralQueueDatabases:
             default_task_backend.bulk_enqueue(calls)
         with connections["queues"].cursor() as cursor:
             assert queries.count_due(cursor, ["remote-y"]) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cursor_factory_of_ones_own_sees_the_enqueue(queue_name):
+    """The enqueue built a plain psycopg cursor, bypassing OPTIONS["cursor_factory"] (a
+    tracing cursor, client-side binding chosen that way)."""
+    import psycopg
+
+    seen = []
+
+    class Tracing(psycopg.ClientCursor):
+        def execute(self, query, params=None, **kwargs):
+            seen.append(str(query))
+            return super().execute(query, params, **kwargs)
+
+    options = connection.settings_dict["OPTIONS"]
+    connection.close()
+    connection.settings_dict["OPTIONS"] = {**options, "cursor_factory": Tracing}
+    try:
+        add.using(queue_name=queue_name).enqueue(1, 2)
+    finally:
+        connection.close()
+        connection.settings_dict["OPTIONS"] = options
+    assert any("reproq.enqueue_one" in query for query in seen)
