@@ -229,7 +229,12 @@ class MetricsServer:
         if ":" in host:
             server_class = type("V6Server", (_BoundedHTTPServer,),
                                 {"address_family": socket.AF_INET6})
-        self.server = server_class((host, port), make_handler(registry, health, policy, extra))
+        try:
+            self.server = server_class((host, port),
+                                       make_handler(registry, health, policy, extra))
+        except (OSError, OverflowError) as exc:  # in use, no such host, a port over 65535
+            raise MetricsSettingError(f"--metrics-addr {addr!r}: cannot listen there: "
+                                      f"{exc}") from None
         self.thread = threading.Thread(target=self.server.serve_forever, name="reproq-metrics",
                                        daemon=True)
 

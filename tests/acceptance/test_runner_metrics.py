@@ -2,6 +2,9 @@
 METRICS_ALLOW_CIDRS."""
 
 import json
+import socket
+
+import pytest
 
 from tests.acceptance.conftest import enqueue, free_port, get, status_of, wait_for
 
@@ -55,3 +58,23 @@ def test_a_bad_metrics_allow_list_stops_the_runner_at_once(start_runner):
     assert runner.wait(30) == 2, runner.log()
     assert "refusing to start: METRICS_ALLOW_CIDRS: '10.0.0.0/33' does not appear" in runner.log()
     assert "Traceback" not in runner.log()
+
+
+@pytest.mark.parametrize("addr, message", [
+    ("127.0.0.1:99999", "port must be 0-65535"),
+    ("in-use", "Address already in use"),
+])
+def test_a_metrics_address_that_cannot_be_listened_on_stops_the_runner_at_once(
+        start_runner, addr, message):
+    """It was a traceback and exit 1 (OverflowError, or OSError for a port in use)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        if addr == "in-use":
+            addr = f"127.0.0.1:{taken.getsockname()[1]}"
+        runner = start_runner("--metrics-addr", addr, "--dsn",
+                              "host=/nonexistent-socket-dir dbname=x connect_timeout=1",
+                              with_dsn=False)
+        assert runner.wait(30) == 2, runner.log()
+    assert f"refusing to start: --metrics-addr '{addr}': cannot listen there" in runner.log()
+    assert message in runner.log() and "Traceback" not in runner.log()

@@ -130,8 +130,13 @@ def test_batch_rows_carry_reproq_spec_hash(cur):
              for args, kwargs in specs]
     rows = queries.enqueue_many(cur, items)
     assert all(r.created for r in rows) and len(rows) == len(items)
+    for path in ("app.tasks.t", "a_b.c9"):  # and enqueue_one's copy of the expression
+        for queue in ("default", "é q"):
+            for args, kwargs in specs:
+                queries.enqueue_one(cur, path, list(args), kwargs, queue_name=queue,
+                                    dedup=False)
     cur.execute("""
         select count(*) from reproq.task_runs as t
         where t.spec_hash = reproq.spec_hash(t.task_path, t.queue_name, t.spec_json)
     """)
-    assert cur.fetchone()[0] == len(items)
+    assert cur.fetchone()[0] == 2 * len(items)
