@@ -125,15 +125,27 @@ def run_assignment(executor: Executor, assignment: Assignment) -> Done:
 
 
 def execute_safely(executor: Executor, task: ClaimedTask) -> Outcome:
-    """The executor promises not to raise; a broken promise still becomes a failure."""
+    """The executor promises not to raise, and to return a Succeeded or a Failed; a broken
+    promise still becomes a failure."""
     try:
-        return executor.execute(task)
+        outcome = executor.execute(task)
     except BaseException as exc:  # noqa: BLE001 - SystemExit from a task is a task failure
         return Failed({
             "exception_class_path": f"{type(exc).__module__}.{type(exc).__qualname__}",
             "message": str(exc),
             "traceback": traceback.format_exc(),
         })
+    if isinstance(outcome, Succeeded) and isinstance(outcome.return_json, str):
+        return outcome
+    if isinstance(outcome, Failed) and isinstance(outcome.error, dict):
+        return outcome
+    # Not retried: the task may have run. (It crashed the child, or the recorder's thread.)
+    return Failed({
+        "exception_class_path": "reproq.InvalidOutcome",
+        "message": f"the executor returned {outcome!r:.300}, not Succeeded(return_json: str) "
+                   "or Failed(error: dict)",
+        "traceback": "",
+    }, retry=False)
 
 
 @contextlib.contextmanager

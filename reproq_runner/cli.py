@@ -11,6 +11,7 @@ import functools
 import logging
 import math
 import os
+import re
 import sys
 from importlib import import_module
 from pathlib import Path
@@ -139,14 +140,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class FlagError(ValueError):
+    """A flag's value the runner cannot use: it stops at once with exit 2 and the message."""
+
+
 def load_executor_factory(path: str, allowed_task_modules, database):
     """``module:callable`` bound to its keyword arguments (picklable, for child processes)."""
     module_name, _, attribute = path.partition(":")
-    if not attribute:
-        raise ValueError(f"--executor must be module:callable, got {path!r}")
-    factory = getattr(import_module(module_name), attribute)
+    if not module_name or not attribute:
+        raise FlagError(f"--executor must be module:callable, got {path!r}")
+    try:
+        factory = getattr(import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise FlagError(f"--executor {path!r}: {type(exc).__name__}: {exc}") from None
+    if not callable(factory):
+        raise FlagError(f"--executor {path!r} is a {type(factory).__name__}, not a callable")
     return functools.partial(factory, allowed_task_modules=allowed_task_modules,
                              database=database)
+
+
+def dsn_problem(dsn: str) -> str | None:
+    """Why libpq cannot read ``dsn`` as a connection string, or None. The quoted fragments of
+    libpq's message are left out: they may hold the password."""
+    try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        reason = re.sub(r'"[^"]*"', '"…"', str(exc).strip())
+        return (f"--dsn is not a connection string libpq can read (key=value pairs or a "
+                f"postgresql:// URI): {reason}")
+    return None
 
 
 def runner_config(args: argparse.Namespace, dsn: str):
@@ -191,6 +213,9 @@ def run_worker(args: argparse.Namespace, dsn: str) -> int:
 
     configure_logging(args.log_level, args.log_format, secrets=(password_of(dsn),))
     try:
+        problem = dsn_problem(dsn)
+        if problem:
+            raise FlagError(problem)
         return Runner(runner_config(args, dsn)).run()
     except SchemaError as exc:
         log.error("refusing to start: %s", exc)
@@ -198,7 +223,7 @@ def run_worker(args: argparse.Namespace, dsn: str) -> int:
     except ChildSetupError as exc:
         log.error("%s", exc)
         return EXIT_ERROR
-    except MetricsSettingError as exc:
+    except (MetricsSettingError, FlagError) as exc:
         log.error("refusing to start: %s", exc)
         return EXIT_USAGE
 
@@ -224,7 +249,11 @@ def _worker(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     if not args.dsn:
         print("reproq-runner migrate: --dsn (or REPROQ_DSN) is required", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    problem = dsn_problem(args.dsn)
+    if problem:
+        print(f"reproq-runner migrate: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     with migrate.connect_for_migrating(args.dsn) as conn, conn.cursor() as cursor:
         lines = migrate.outcome_lines(cursor, migrate.apply_migrations(cursor))
     print("\n".join(lines))

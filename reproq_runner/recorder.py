@@ -148,8 +148,8 @@ class Recorder:
         [(task, outcome)] = outcomes
         log.error("could not record the outcome of task %s: %s", task.result_id, exc,
                   exc_info=not isinstance(exc, ReproqError))
-        if isinstance(outcome, Failed) and outcome.error.get(
-                "exception_class_path") == _UNSTORABLE_PATH:
+        error = outcome.error if isinstance(outcome, Failed) else None
+        if isinstance(error, dict) and error.get("exception_class_path") == _UNSTORABLE_PATH:
             return []  # even that was refused: logged above; its lease runs out, it runs again
         return self._store([(task, unstorable(exc))], result)
 

@@ -65,3 +65,13 @@ class SetupDiesLaterExecutor(SetupFailsLaterExecutor):
     def setup(self) -> None:
         if _setup_broken():
             os._exit(9)
+
+
+class BrokenPromiseExecutor(NoopExecutor):
+    """Returns what the Executor protocol does not allow, by the task's first argument:
+    None, a string, or a Failed whose error is not a dict."""
+
+    def execute(self, task: ClaimedTask):
+        from reproq_runner.outcome import Failed
+
+        return {"none": None, "text": "null", "failed-text": Failed("boom")}[task.args[0]]

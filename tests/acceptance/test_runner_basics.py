@@ -2,12 +2,17 @@
 registry, per-attempt logs, the schema check, and both entry points."""
 
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+import pytest
+
 from reproq_runner import queries
-from tests.acceptance.conftest import enqueue, status_of, wait_for, worker_registered
+from reproq_runner.inprocess import run_once
+from tests.acceptance.conftest import ROOT, enqueue, status_of, wait_for, worker_registered
+from tests.acceptance.executors import BrokenPromiseExecutor
 
 
 def test_burst_runs_what_is_due_and_exits_zero(cur, start_runner):
@@ -140,3 +145,46 @@ def test_children_leave_django_task_info_records_unbuilt_when_no_handler_shows_t
     runner = start_runner("--burst", "--concurrency", "1")
     assert runner.wait() == 0, runner.log()
     assert queries.get_task_run(cur, result_id).return_json == 30
+
+
+def test_an_executor_that_breaks_its_promise_fails_the_task_for_good(cur, start_runner, conn):
+    """None or a string crashed the child (recorded as WorkerCrashed, retried although the task
+    ran); a Failed whose error is not a dict killed the recorder's thread, and the runner then
+    stored nothing more, renewing its leases for ever. run_once returned them unrecorded."""
+    kinds = ["none", "text", "failed-text"]
+    ids = [enqueue(cur, "echo", [kind]) for kind in kinds]
+    runner = start_runner("--burst", "--concurrency", "1", "--executor",
+                          "tests.acceptance.executors:BrokenPromiseExecutor")
+    assert runner.wait() == 0, runner.log()
+    more = [enqueue(cur, "echo", [kind]) for kind in kinds]
+    assert run_once(conn, BrokenPromiseExecutor()) == 3
+    for result_id in ids + more:
+        run = queries.get_task_run(cur, result_id)
+        assert (run.status, run.attempts) == ("FAILED", 1)
+        assert run.errors_json[0]["exception_class_path"] == "reproq.InvalidOutcome"
+
+
+@pytest.mark.parametrize("executor, message", [
+    ("nosuch.module:X", "--executor 'nosuch.module:X': ModuleNotFoundError"),
+    ("reproq_runner.outcome:Nope", "AttributeError"),
+    ("reproq_runner.errors:BY_SQLSTATE", "is a dict, not a callable"),
+    ("reproq_runner.outcome", "--executor must be module:callable"),
+])
+def test_an_executor_path_that_names_no_factory_is_a_bad_flag(start_runner, executor, message):
+    runner = start_runner("--burst", "--executor", executor)
+    assert runner.wait() == 2, runner.log()
+    assert message in runner.log() and "Traceback" not in runner.log()
+
+
+def test_a_dsn_libpq_cannot_read_is_a_bad_flag_and_hides_the_password(start_runner):
+    """migrate printed a traceback with the password in it; the worker waited for ever."""
+    bad = "postgresql://app:hunter2@[::1/app"
+    runner = start_runner(command=[sys.executable, "-m", "reproq_runner", "worker",
+                                   "--dsn", bad], with_dsn=False)
+    assert runner.wait() == 2, runner.log()
+    migrating = subprocess.run([sys.executable, "-m", "reproq_runner", "migrate", "--dsn", bad],
+                               cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert migrating.returncode == 2, migrating.stderr
+    for output in (runner.log(), migrating.stderr):
+        assert "--dsn is not a connection string libpq can read" in output
+        assert "hunter2" not in output and "Traceback" not in output
