@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 from reproq_runner.child import execute_safely
 from reproq_runner.engine import Engine, default_worker_id
+from reproq_runner.errors import InvalidArgument
 from reproq_runner.outcome import Executor
+from reproq_runner.queries import queue_list
 
 __all__ = ["default_worker_id", "run_once"]
 
@@ -25,7 +27,9 @@ def run_once(connection, executor: Executor, queues: Sequence[str] = ("default",
     ``connection`` is a DB-API connection in autocommit mode (psycopg, or Django's
     ``connections[alias]``); each claim and each batch of outcomes is its own transaction.
     """
-    engine = Engine(worker_id or default_worker_id(), tuple(queues), lease_seconds)
+    if batch_size < 1:
+        raise InvalidArgument(f"batch_size must be at least 1, got {batch_size!r}")
+    engine = Engine(worker_id or default_worker_id(), tuple(queue_list(queues)), lease_seconds)
     executor.setup()
     ran = 0
     while max_tasks is None or ran < max_tasks:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
-from reproq_runner.errors import InvalidSpec, translate
+from reproq_runner.errors import InvalidArgument, InvalidSpec, translate
 
 NOTIFY_CHANNEL = "reproq"
 MIGRATION_LOCK_KEY = 0x72657072  # "repr": one advisory lock for every schema applier
@@ -320,7 +320,16 @@ def claim(cursor, worker_id: str, queues: Sequence[str], limit: int = 1,
           lease_seconds: int = 60, now: datetime | None = None) -> list[ClaimedTask]:
     """reproq.claim: lease up to ``limit`` due tasks to ``worker_id``."""
     return _select_rows(cursor, ClaimedTask, "from reproq.claim(%s, %s, %s, %s, %s)",
-                        (worker_id, list(queues), limit, lease_seconds, now))
+                        (worker_id, queue_list(queues), limit, lease_seconds, now))
+
+
+def queue_list(queues: Sequence[str]) -> list[str]:
+    """``queues`` as a list; a lone string is refused, where ``list()`` would have made one
+    queue of each of its letters (and claimed nothing, silently)."""
+    if isinstance(queues, str):
+        raise InvalidArgument(f"queues must be a list of queue names, not the string "
+                              f"{queues!r}")
+    return list(queues)
 
 
 def heartbeat(cursor, worker_id: str, lease_seconds: int = 60,
@@ -469,7 +478,7 @@ def count_due(cursor, queues: Sequence[str], now: datetime | None = None) -> int
     """READY tasks in ``queues`` due by ``now``: what a burst run still has to drain."""
     return _scalar(cursor, "select count(*) from reproq.task_runs where status = 'READY'"
                            " and queue_name = any(%s) and run_after <= coalesce(%s, now())",
-                   (list(queues), now))
+                   (queue_list(queues), now))
 
 
 def reproq_functions_without_comment(cursor) -> list[str]:

@@ -1,6 +1,9 @@
 """reproq_runner.run_once: drains in the calling process through the runner's engine."""
 
+import pytest
+
 from reproq_runner import queries, run_once
+from reproq_runner.errors import InvalidArgument
 from reproq_runner.outcome import Failed, Succeeded
 from tests.acceptance.conftest import enqueue
 
@@ -54,3 +57,17 @@ def test_a_failure_whose_retry_an_executor_left_none_is_retried(conn, cur):
     run = queries.get_task_run(cur, unsure)
     assert (run.status, run.attempts) == ("READY", 1)
     assert run.errors_json[-1]["message"] == "boom"
+
+
+@pytest.mark.parametrize("call", [
+    lambda conn: run_once(conn, RecordingExecutor(), "emails"),
+    lambda conn: run_once(conn, RecordingExecutor(), ["emails"], batch_size=0),
+    lambda conn: queries.claim(conn.cursor(), "w", "emails"),
+])
+def test_a_queue_name_for_a_list_or_no_batch_is_refused_not_an_empty_drain(conn, cur, call):
+    """A string was read as one queue per letter ("e", "m", ...), and batch_size 0 claimed
+    nothing: both returned at once, with tasks due."""
+    result_id = enqueue(cur, "echo", [1], queue_name="emails")
+    with pytest.raises(InvalidArgument):
+        call(conn)
+    assert queries.get_task_run(cur, result_id).status == "READY"
