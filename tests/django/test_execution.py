@@ -115,18 +115,14 @@ def test_a_return_value_that_contains_itself_fails_for_good_without_running_agai
     """normalize_json's RecursionError went to the executor's own-bug path, which retries:
     the function ran again for each attempt, and task_finished was never sent."""
     events.calls.clear()
-    finishes = []
-    task_finished.connect(record := lambda sender, task_result, **kw: finishes.append(
-        task_result.status))
-    try:
+    with events.received(task_finished) as finishes:
         result = returns_cycle.enqueue("once")
         drain()
-    finally:
-        task_finished.disconnect(record)
     result = finished(result)
     assert result.status == TaskResultStatus.FAILED and result.attempts == 1
     assert result.errors[0].exception_class_path == "builtins.RecursionError"
-    assert events.calls == ["once"] and finishes == [TaskResultStatus.FAILED]
+    assert events.calls == ["once"]
+    assert [r.status for r in finishes] == [TaskResultStatus.FAILED]
 
 
 def test_an_exception_whose_str_raises_is_recorded_as_itself(drain):
@@ -158,15 +154,11 @@ def test_a_lone_surrogate_in_an_error_message_is_stored_escaped_and_retried(drai
 
 
 def test_task_finished_sees_the_metadata_the_task_saved(drain):
-    seen = []
-    task_finished.connect(record := lambda sender, task_result, **kw: seen.append(
-        task_result.metadata))
-    try:
+    with events.received(task_finished) as seen:
         result = remember.enqueue("hello")
         drain()
-    finally:
-        task_finished.disconnect(record)
-    assert seen == [{"note": "hello", "attempt": 1}] == [finished(result).metadata]
+    assert [r.metadata for r in seen] == [{"note": "hello", "attempt": 1}]
+    assert finished(result).metadata == {"note": "hello", "attempt": 1}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -176,18 +168,13 @@ def test_without_use_tz_a_runner_shows_the_naive_local_times_get_result_shows(qu
     UTC-aware times beside a naive local finished_at (subtracting them raised TypeError)."""
     import psycopg
 
-    seen = []
     due_since = datetime(2000, 1, 1, 7)  # naive: the default time zone's, and due at once
     result = add.using(queue_name=queue_name, run_after=due_since).enqueue(1, 2)
-    task_finished.connect(record := lambda sender, task_result, **kw: seen.append(task_result))
     settings = connection.settings_dict
-    try:
-        with psycopg.connect(dbname=settings["NAME"], host=settings["HOST"],
-                             port=settings["PORT"], user=settings["USER"],
-                             autocommit=True) as runner_connection:
-            assert run_once(runner_connection, DjangoExecutor(), [queue_name]) == 1
-    finally:
-        task_finished.disconnect(record)
+    with events.received(task_finished) as seen, psycopg.connect(
+            dbname=settings["NAME"], host=settings["HOST"], port=settings["PORT"],
+            user=settings["USER"], autocommit=True) as runner_connection:
+        assert run_once(runner_connection, DjangoExecutor(), [queue_name]) == 1
     [running] = seen
     stored = default_task_backend.get_result(result.id)
     names = ("enqueued_at", "started_at", "last_attempted_at")

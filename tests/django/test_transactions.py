@@ -17,6 +17,7 @@ from django.test import AsyncClient, override_settings
 from reproq_django.backend import ReproqBackend
 from reproq_runner import queries
 from tests import pg
+from tests.testapp import events
 from tests.testapp.tasks import add, echo
 
 
@@ -119,23 +120,19 @@ class TestSeveralQueueDatabases:
         """With REPROQ_RESULT_ID_WITH_ALIAS = False a remote task's id was a plain number,
         which get_result() and cancel() looked up in the default database: they read, and
         cancelled, the task there that had the same number."""
-        seen = []
-        task_started.connect(record := lambda sender, task_result, **kw: seen.append(
-            task_result.id))
-        try:
+        with events.received(task_started) as seen:
             for _ in range(3):  # numbers the two databases both use
                 local = add.using(queue_name=queue_name).enqueue(1, 1)
                 remote = add.using(queue_name=f"remote-{queue_name}").enqueue(2, 2)
-            assert ":" not in local.id and remote.id == f"queues:{row(remote.id, 'queues').result_id}"
+            assert ":" not in local.id
+            assert remote.id == f"queues:{row(remote.id, 'queues').result_id}"
             assert default_task_backend.get_result(remote.id) == remote
             assert default_task_backend.cancel(remote.id) == "CANCELLED"
             assert row(remote.id, "queues").status == "CANCELLED"
             assert row(local.id).status == "READY"
             other = add.using(queue_name=f"remote-{queue_name}").enqueue(3, 3)
             drain(f"remote-{queue_name}", alias="queues")
-        finally:
-            task_started.disconnect(record)
-        assert seen == [other.id]  # the runner's results name the database too
+        assert [r.id for r in seen] == [other.id]  # the runner's results name the database
 
     def test_bulks_write_their_databases_in_one_order_whatever_the_call_order(self,
                                                                               monkeypatch):
