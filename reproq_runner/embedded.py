@@ -123,8 +123,13 @@ class EmbeddedPostgres:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):  # no file, no such process, no /proc: nothing to judge
             return
-        ours = (Path(os.fsdecode(argv[0])).name == "postgres"
-                and os.fsencode(self.data_dir) in argv)
+        if Path(os.fsdecode(argv[0])).name == "postgres":
+            try:  # a server works in its data directory
+                ours = os.path.samefile(f"/proc/{pid}/cwd", self.data_dir)
+            except OSError:
+                ours = True  # cannot tell: a running server's lock file must stay
+        else:
+            ours = False
         if not ours:
             pid_file.unlink(missing_ok=True)
 
