@@ -19,7 +19,6 @@ from typing import Any
 
 import psycopg
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import connections, transaction
 from django.tasks import Task
 from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY
@@ -479,7 +478,7 @@ def _refuse_unrunnable(task_path: str) -> None:
     allowed = conf.allowed_task_modules()
     if conf.is_allowed_task_path(task_path, allowed):
         return
-    if getattr(settings, "REPROQ_ALLOWED_TASK_MODULES", None) is not None:
+    if conf.allowed_task_modules_configured():
         where, fix = "REPROQ_ALLOWED_TASK_MODULES", "add its module to that setting"
     else:
         where = ("the default of REPROQ_ALLOWED_TASK_MODULES (each installed app's tasks "

@@ -158,6 +158,11 @@ def allowed_task_modules() -> tuple[str, ...]:
     return installed_task_modules()
 
 
+def allowed_task_modules_configured() -> bool:
+    """Whether REPROQ_ALLOWED_TASK_MODULES is set (else the installed apps' default holds)."""
+    return _valid("REPROQ_ALLOWED_TASK_MODULES") is not None
+
+
 def installed_task_modules() -> tuple[str, ...]:
     from django.apps import apps
 

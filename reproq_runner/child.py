@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from reproq_runner.gate import Gate
-from reproq_runner.outcome import Executor, Failed, Outcome, Succeeded
+from reproq_runner.outcome import Executor, Failed, Outcome, Succeeded, error_of
 from reproq_runner.queries import ClaimedTask
 from reproq_runner.wire import FrameReader, write_frame
 
@@ -130,11 +130,7 @@ def execute_safely(executor: Executor, task: ClaimedTask) -> Outcome:
     try:
         outcome = executor.execute(task)
     except BaseException as exc:  # noqa: BLE001 - SystemExit from a task is a task failure
-        return Failed({
-            "exception_class_path": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "message": str(exc),
-            "traceback": traceback.format_exc(),
-        })
+        return Failed(error_of(exc))
     if isinstance(outcome, Succeeded) and isinstance(outcome.return_json, str):
         return outcome
     if isinstance(outcome, Failed) and isinstance(outcome.error, dict):

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 
 from reproq_runner import migrate
-from reproq_runner.errors import ReproqError, SchemaError
+from reproq_runner.errors import FlagError, ReproqError, SchemaError
 from reproq_runner.logs import password_of, redact_text
 
 EXIT_OK = 0
@@ -140,10 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class FlagError(ValueError):
-    """A flag's value the runner cannot use: it stops at once with exit 2 and the message."""
-
-
 def load_executor_factory(path: str, allowed_task_modules, database):
     """``module:callable`` bound to its keyword arguments (picklable, for child processes)."""
     module_name, _, attribute = path.partition(":")
@@ -207,7 +203,6 @@ def _forkserver_preload(executor: str) -> tuple[str, ...]:
 def run_worker(args: argparse.Namespace, dsn: str) -> int:
     """Run the supervising runner until it stops; returns the process exit code."""
     from reproq_runner.logs import configure_logging
-    from reproq_runner.metrics import MetricsSettingError
     from reproq_runner.runner import Runner
     from reproq_runner.supervisor import ChildSetupError
 
@@ -223,7 +218,7 @@ def run_worker(args: argparse.Namespace, dsn: str) -> int:
     except ChildSetupError as exc:
         log.error("%s", exc)
         return EXIT_ERROR
-    except (MetricsSettingError, FlagError) as exc:
+    except FlagError as exc:  # a bad --dsn, --executor, --metrics-addr or METRICS_ALLOW_CIDRS
         log.error("refusing to start: %s", exc)
         return EXIT_USAGE
 

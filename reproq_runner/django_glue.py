@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-from traceback import format_exception
 from typing import Any
 
 import django
@@ -35,7 +34,7 @@ from reproq_django import conf, serialization
 from reproq_django.results import (ReproqTaskContext, ids_name_alias, running_task_result,
                                    task_as_stored, task_error)
 from reproq_runner import queries
-from reproq_runner.outcome import Failed, Outcome, Succeeded
+from reproq_runner.outcome import Failed, Outcome, Succeeded, error_of
 from reproq_runner.queries import ClaimedTask
 
 logger = logging.getLogger("reproq")
@@ -242,24 +241,6 @@ def return_value_as_json(value: Any) -> tuple[str, Any]:
         return "null", None
     text = queries.dumps_json(normalize_json(value))
     return text, json.loads(text)
-
-
-def error_of(exc: BaseException) -> dict[str, str]:
-    cls = type(exc)
-    return {
-        "exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
-        "message": _message_of(exc),
-        "traceback": "".join(format_exception(exc)),
-    }
-
-
-def _message_of(exc: BaseException) -> str:
-    """``str(exc)``; an exception whose ``__str__`` raises is still recorded as itself, as
-    the traceback module shows it."""
-    try:
-        return str(exc)
-    except Exception:
-        return "<exception str() failed>"
 
 
 def failed(exc: BaseException, retry: bool) -> Failed:

@@ -53,6 +53,11 @@ class UnstorableOutcome(ReproqError):
     """The database refused a task's outcome; the attempt is recorded as failed with this."""
 
 
+class FlagError(ReproqError, ValueError):
+    """A flag's (or a METRICS_* variable's) value the runner cannot use: it stops at once with
+    exit 2 and the message."""
+
+
 class SchemaError(ReproqError):
     """The database schema is missing, older than this code, or was edited."""
 

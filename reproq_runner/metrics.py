@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge,
                                Histogram, generate_latest)
 
+from reproq_runner.errors import FlagError
+
 log = logging.getLogger("reproq.runner")
 
 # claimed counts every claim; handed_back the claimed tasks given back through reproq.release,
@@ -94,7 +96,7 @@ class Health:
         return self.database_reachable and self.schema_current
 
 
-class MetricsSettingError(ValueError):
+class MetricsSettingError(FlagError):
     """``--metrics-addr``, ``METRICS_ALLOW_CIDRS``: a value the endpoint cannot use."""
 
 

@@ -7,6 +7,7 @@ The runner core knows nothing about Django: it hands each :class:`ClaimedTask` t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from traceback import format_exception
 from typing import Any, Protocol
 
 from reproq_runner.queries import ClaimedTask
@@ -35,6 +36,25 @@ class Failed:
 
 
 Outcome = Succeeded | Failed
+
+
+def error_of(exc: BaseException) -> dict[str, str]:
+    """The error a :class:`Failed` carries for ``exc``: class path, message, traceback."""
+    cls = type(exc)
+    return {
+        "exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
+        "message": _message_of(exc),
+        "traceback": "".join(format_exception(exc)),
+    }
+
+
+def _message_of(exc: BaseException) -> str:
+    """``str(exc)``; an exception whose ``__str__`` raises is still recorded as itself, as
+    the traceback module shows it."""
+    try:
+        return str(exc)
+    except Exception:
+        return "<exception str() failed>"
 
 
 class Executor(Protocol):
